@@ -1,0 +1,9 @@
+//! deltarec: replays e-commerce behaviour logs through a timely/differential
+//! dataflow, keeps exact feature aggregates, training examples and scaler
+//! statistics up to date incrementally, and trains a purchase-propensity model
+//! by SGD sharded across every timely worker.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod event;
