@@ -7,4 +7,5 @@
 #![deny(missing_docs)]
 
 pub mod event;
+pub mod features;
 pub mod ingest;
