@@ -6,4 +6,5 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod event;
+pub mod evaluate;
+pub mod scaler;
