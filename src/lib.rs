@@ -7,4 +7,5 @@
 #![deny(missing_docs)]
 
 pub mod evaluate;
+pub mod model;
 pub mod scaler;
