@@ -7,5 +7,6 @@
 #![deny(missing_docs)]
 
 pub mod evaluate;
+pub mod event;
 pub mod model;
 pub mod scaler;
