@@ -6,6 +6,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod evaluate;
 pub mod event;
 pub mod features;
 pub mod ingest;
+pub mod model;
+pub mod scaler;
