@@ -6,4 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clean;
 pub mod event;
+pub mod spec;
+mod time;
