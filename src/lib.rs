@@ -6,9 +6,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clean;
 pub mod evaluate;
 pub mod event;
 pub mod features;
 pub mod ingest;
 pub mod model;
 pub mod scaler;
+pub mod spec;
+mod time;
