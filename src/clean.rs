@@ -125,6 +125,16 @@ impl Binding {
         })
     }
 
+    /// The event time of a row that has the right field count and a valid
+    /// time, whatever its other fields hold: a rejected row with a time still
+    /// counts in its epoch's metrics.
+    pub fn timestamp(&self, record: &ByteRecord) -> Option<Millis> {
+        if record.len() != self.field_count {
+            return None;
+        }
+        self.read_ts(&record[self.positions.ts]).ok()
+    }
+
     /// The time rules: present, parseable, in range.
     fn read_ts(&self, raw: &[u8]) -> Result<Millis, Reason> {
         let field = raw.trim_ascii();

@@ -7,11 +7,15 @@
 #![deny(missing_docs)]
 
 pub mod clean;
+pub mod cli;
+pub mod dataflow;
 pub mod evaluate;
 pub mod event;
 pub mod features;
 pub mod ingest;
 pub mod model;
+pub mod output;
 pub mod scaler;
 pub mod spec;
 mod time;
+pub mod trainer;

@@ -1,0 +1,262 @@
+//! One worker's part of a run: it builds the dataflow (the same on every
+//! worker of every process), feeds it its share of every input file, and runs
+//! it to completion.
+//!
+//! Results that must be written once (quarantine, aggregates, metrics, the
+//! model) are routed to worker 0, which returns them.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use differential_dataflow::AsCollection;
+use differential_dataflow::input::Input;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::worker::Worker;
+
+use crate::clean::Binding;
+use crate::event::{Event, Reason};
+use crate::features::{self, Aggregate, Cleaned, Coll, FeatureOptions, Time, epoch_time};
+use crate::ingest::{InputFile, ShareReader};
+use crate::trainer::{self, Tally, TallyKind, TrainIn, TrainerOptions, TrainerReport};
+
+/// A rejected data row, as `quarantine.csv` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Rejected {
+    /// Index of the file among the run's inputs.
+    pub file: u32,
+    /// 1-based line where the record starts.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: Reason,
+    /// The row as it stands in the file (lossily decoded as UTF-8).
+    pub raw: String,
+}
+
+/// Everything a worker needs to take part in a run; shared by all workers of
+/// a process.
+pub struct Plan {
+    /// The input files, in order.
+    pub files: Vec<InputFile>,
+    /// The spec bound to each file's header.
+    pub bindings: Vec<Binding>,
+    /// The field delimiter.
+    pub delimiter: u8,
+    /// Cleaning and aggregation options.
+    pub features: FeatureOptions,
+    /// How many epochs a row may lag behind the newest seen; `None` waits
+    /// for the end of input before closing any epoch.
+    pub lateness: Option<u64>,
+    /// Model options.
+    pub trainer: TrainerOptions,
+    /// Whether to gather the final aggregates for `features/`.
+    pub collect_aggregates: bool,
+    /// Whether worker 0 prints progress.
+    pub progress: bool,
+}
+
+/// What worker 0 returns: everything the run writes.
+pub struct Results {
+    /// The trainer's report: model, metrics, scores, examples.
+    pub report: TrainerReport,
+    /// Every rejected row, sorted by file and line.
+    pub quarantine: Vec<Rejected>,
+    /// The final aggregates, when collected, sorted.
+    pub aggregates: Vec<Aggregate>,
+}
+
+/// Runs one worker; worker 0 returns the results.
+///
+/// # Errors
+/// When an input file cannot be read.
+pub fn run_worker(
+    worker: &mut Worker,
+    plan: Arc<Plan>,
+) -> Result<Option<Results>, String> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let report = Rc::new(RefCell::new(
+        TrainerReport::new(&plan.trainer).map_err(|error| error.to_string())?,
+    ));
+    let quarantine = Rc::new(RefCell::new(Vec::new()));
+    let aggregates = Rc::new(RefCell::new(HashMap::<Aggregate, isize>::new()));
+
+    let (mut events_in, mut tallies_in, mut rejects_in) = worker.dataflow::<Time, _, _>(|scope| {
+        let (events_in, events) = scope.new_collection::<Event, isize>();
+        let (tallies_in, tallies) = scope.new_collection::<Tally, isize>();
+        let (rejects_in, rejects) = scope.new_collection::<Rejected, isize>();
+
+        let streams = features::build(events, plan.features);
+
+        // Every worker's trainer sees every tally; examples stay on their shard.
+        let tallies = tallies.concat(tally_cleaned(streams.cleaned));
+        let tallies = tallies.inner.broadcast().as_collection();
+        let train_in =
+            streams.examples.map(TrainIn::Example).concat(tallies.map(TrainIn::Tally));
+        trainer::train(train_in, plan.trainer, report.clone());
+
+        // Quarantined rows and the final aggregates are written by worker 0.
+        let sink = quarantine.clone();
+        rejects.inner.sink(Exchange::new(|_: &(Rejected, Time, isize)| 0), "quarantine: gather", move |(input, _)| {
+            input.for_each(|_, data| {
+                for (rejected, _, diff) in data.drain(..) {
+                    if diff > 0 {
+                        sink.borrow_mut().push(rejected);
+                    }
+                }
+            })
+        });
+        if plan.collect_aggregates {
+            let sink = aggregates.clone();
+            streams.aggregates.inner.sink(
+                Exchange::new(|_: &(Aggregate, Time, isize)| 0),
+                "features: gather",
+                move |(input, _)| {
+                    input.for_each(|_, data| {
+                        let mut sink = sink.borrow_mut();
+                        for (aggregate, _, diff) in data.drain(..) {
+                            *sink.entry(aggregate).or_insert(0) += diff;
+                        }
+                    })
+                },
+            );
+        }
+        (events_in, tallies_in, rejects_in)
+    });
+
+    // Feed this worker's share of every file.
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let bucket = plan.features.bucket_ms;
+    let mut newest_epoch: Option<u64> = None;
+    let mut read_rows = 0u64;
+    for (file, binding) in plan.files.iter().zip(&plan.bindings) {
+        let share = file.share(index, peers).map_err(|error| error.to_string())?;
+        let mut reader =
+            ShareReader::new(file, share, plan.delimiter).map_err(|error| error.to_string())?;
+        let mut block_tallies: BTreeMap<Tally, isize> = BTreeMap::new();
+        loop {
+            let more = reader
+                .next_block(|row| {
+                    read_rows += 1;
+                    let rejected = |reason: Reason| Rejected {
+                        file: file.index,
+                        line: row.line,
+                        reason,
+                        raw: String::from_utf8_lossy(row.raw).into_owned(),
+                    };
+                    let time = *events_in.time();
+                    match binding.parse(row.record) {
+                        Ok(parsed) => {
+                            let event = parsed.event;
+                            let epoch = (event.ts / bucket) as u64;
+                            if plan.lateness.is_some_and(|_| epoch_time(epoch) < time) {
+                                rejects_in.update_at(rejected(Reason::Late), time, 1);
+                                return;
+                            }
+                            newest_epoch = newest_epoch.max(Some(epoch));
+                            *block_tallies.entry(Tally { epoch, kind: TallyKind::Rows }).or_default() += 1;
+                            events_in.update_at(event, epoch_time(epoch), 1);
+                        }
+                        Err(reason) => {
+                            if let Some(ts) = binding.timestamp(row.record) {
+                                let epoch = (ts / bucket) as u64;
+                                if epoch_time(epoch) >= time {
+                                    for kind in [TallyKind::Rows, TallyKind::Rejected] {
+                                        *block_tallies.entry(Tally { epoch, kind }).or_default() += 1;
+                                    }
+                                }
+                            }
+                            rejects_in.update_at(rejected(reason), time, 1);
+                        }
+                    }
+                })
+                .map_err(|error| format!("reading {}: {error}", file.path.display()))?;
+
+            for (tally, count) in std::mem::take(&mut block_tallies) {
+                tallies_in.update_at(tally, epoch_time(tally.epoch), count);
+            }
+            // A bounded lateness lets the epochs behind the newest close now.
+            if let (Some(lateness), Some(newest)) = (plan.lateness, newest_epoch) {
+                let frontier = epoch_time(newest.saturating_sub(lateness));
+                if frontier > *events_in.time() {
+                    events_in.advance_to(frontier);
+                    tallies_in.advance_to(frontier);
+                    rejects_in.advance_to(frontier);
+                }
+            }
+            events_in.flush();
+            tallies_in.flush();
+            rejects_in.flush();
+            worker.step();
+
+            if plan.progress && index == 0 && last_progress.elapsed().as_secs_f64() >= 2.0 {
+                last_progress = Instant::now();
+                let seconds = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "{seconds:6.1}s  worker 0 read {read_rows} rows ({:.0} rows/s)",
+                    read_rows as f64 / seconds
+                );
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+
+    // Close the inputs and let every epoch finish.
+    drop((events_in, tallies_in, rejects_in));
+    while worker.step_or_park(None) {}
+
+    if index != 0 {
+        return Ok(None);
+    }
+    let report = std::mem::replace(
+        &mut *report.borrow_mut(),
+        TrainerReport::new(&plan.trainer).map_err(|error| error.to_string())?,
+    );
+    let mut quarantine = std::mem::take(&mut *quarantine.borrow_mut());
+    quarantine.sort();
+    let mut aggregates: Vec<Aggregate> = aggregates
+        .borrow()
+        .iter()
+        .filter(|(_, diff)| **diff > 0)
+        .map(|(aggregate, _)| *aggregate)
+        .collect();
+    aggregates.sort();
+    Ok(Some(Results { report, quarantine, aggregates }))
+}
+
+/// Counts clean events and bot exclusions per epoch, a batch at a time, as
+/// tallies for the trainer's metrics.
+fn tally_cleaned<'scope>(cleaned: Coll<'scope, Cleaned>) -> Coll<'scope, Tally> {
+    cleaned
+        .inner
+        .unary(Pipeline, "metrics: tally clean", |_, _| {
+            move |input, output| {
+                input.for_each(|capability, data| {
+                    let mut counts: BTreeMap<(Tally, Time), isize> = BTreeMap::new();
+                    for (cleaned, time, diff) in data.drain(..) {
+                        let epoch = features::time_epoch(time);
+                        let (kind, count) = match cleaned {
+                            Cleaned::Event(..) => (TallyKind::Clean, diff),
+                            Cleaned::Bot { excluded, .. } => {
+                                (TallyKind::BotExcluded, diff * excluded as isize)
+                            }
+                        };
+                        *counts.entry((Tally { epoch, kind }, time)).or_default() += count;
+                    }
+                    let mut session = output.session(&capability);
+                    for ((tally, time), count) in counts {
+                        session.give((tally, time, count));
+                    }
+                });
+            }
+        })
+        .as_collection()
+}
