@@ -638,6 +638,22 @@ mod tests {
     }
 
     #[test]
+    fn grad_sum_round_trips_through_timely_wire_format() {
+        // Timely serialises data exchanged between processes with bincode 1.
+        let mut state = 13;
+        let params = random_params(&mut state, 10);
+        let mut sum = GradSum::new(10);
+        for (x, label) in random_examples(&mut state, 10, 50) {
+            sum.add(&params, &x, label).expect("finite gradient");
+        }
+        let bytes = bincode::serialize(&sum).expect("sum serialises");
+        assert_eq!(
+            bincode::deserialize::<GradSum>(&bytes).expect("deserialises"),
+            sum
+        );
+    }
+
+    #[test]
     fn params_report_their_first_non_finite_value() {
         let mut params = Params::zeros(3);
         assert!(params.is_finite());
