@@ -5,7 +5,7 @@
 //! Run with
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-model cargo bench --bench trainer_step
+//! cargo bench --bench trainer_step
 //! ```
 //!
 //! (append `-- --quick` for a fast, rougher run). Throughput is reported in
