@@ -15,6 +15,8 @@ pub mod features;
 pub mod ingest;
 pub mod model;
 pub mod output;
+pub mod report;
+pub mod run;
 pub mod scaler;
 pub mod spec;
 mod time;

@@ -1,0 +1,212 @@
+//! `deltarec run`: resolves the inputs and the spec, starts timely's workers
+//! (threads, and processes in cluster mode), and has the process that holds
+//! worker 0 write the outputs and the summary.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cli::RunConfig;
+use crate::dataflow::{self, Plan, Results};
+use crate::features::FeatureOptions;
+use crate::ingest::{self, InputFile};
+use crate::report::{self, RunFacts, Summary};
+use crate::spec::Spec;
+use crate::trainer::TrainerOptions;
+
+/// The embedded default input: the first 10,000 rows of a real Taobao
+/// UserBehavior sample (see `fixtures/README.md`).
+const DEFAULT_EVENTS: &[u8] = include_bytes!("../fixtures/taobao-userbehavior-sample.csv");
+
+/// How the default input is named in outputs.
+const DEFAULT_NAME: &str = "fixtures/taobao-userbehavior-sample.csv";
+
+/// Why a run failed. Each message is one line that says what to mend.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An input path or file could not be used.
+    #[error("{0}")]
+    Input(String),
+    /// The spec could not be loaded, detected or bound to a header.
+    #[error("{0}")]
+    Spec(String),
+    /// timely could not start or a worker failed.
+    #[error("{0}")]
+    Workers(String),
+    /// Training stopped on a non-finite value.
+    #[error("training stopped: {0}")]
+    Training(String),
+    /// An output could not be written.
+    #[error("{0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs the job. Returns the summary when this process wrote the outputs (the one holding worker 0), `None` on the other processes.
+///
+/// # Errors
+/// See [`RunError`]; nothing is written to the output directory then.
+pub fn run(config: &RunConfig) -> Result<Option<Summary>, RunError> {
+    let started = Instant::now();
+
+    // Inputs: the named paths, or the embedded sample written to a private file.
+    let default_copy = config.events.is_empty().then(write_default_events).transpose()?;
+    let (paths, names): (Vec<PathBuf>, Vec<String>) = match &default_copy {
+        Some(path) => (vec![path.clone()], vec![DEFAULT_NAME.to_string()]),
+        None => {
+            let paths = ingest::expand_paths(&config.events)
+                .map_err(|err| RunError::Input(format!("--events: {err}")))?;
+            if paths.is_empty() {
+                return Err(RunError::Input(
+                    "--events: the directories given hold no files; name a log file".into(),
+                ));
+            }
+            let names = paths.iter().map(|path| path.display().to_string()).collect();
+            (paths, names)
+        }
+    };
+
+    let result = run_on(config, &paths, names, started);
+    if let Some(path) = default_copy {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn run_on(
+    config: &RunConfig,
+    paths: &[PathBuf],
+    names: Vec<String>,
+    started: Instant,
+) -> Result<Option<Summary>, RunError> {
+    let spec = choose_spec(config.spec.as_deref(), paths, &names)?;
+    let announce = config.progress && config.process == 0;
+    if announce && config.spec.is_none() {
+        eprintln!("spec: {} (detected from the first line of {})", spec.name(), names[0]);
+    }
+
+    let mut files = Vec::with_capacity(paths.len());
+    let mut bindings = Vec::with_capacity(paths.len());
+    for (index, (path, name)) in paths.iter().zip(&names).enumerate() {
+        let file = InputFile::open(index as u32, path, spec.delimiter(), spec.has_header())
+            .map_err(|err| RunError::Input(format!("cannot read {name}: {err}")))?;
+        let binding = spec
+            .bind(file.header.as_ref())
+            .map_err(|err| RunError::Spec(format!("{name}: {err}")))?;
+        files.push(file);
+        bindings.push(binding);
+    }
+
+    let plan = Arc::new(Plan {
+        files,
+        bindings,
+        delimiter: spec.delimiter(),
+        features: FeatureOptions { bucket_ms: config.bucket_ms, bot_threshold: config.bot_threshold },
+        lateness: config.lateness,
+        trainer: TrainerOptions {
+            optimizer: config.optimizer,
+            scaler: config.scaler,
+            collect_examples: config.emit_examples,
+        },
+        collect_aggregates: config.emit_features,
+        progress: config.progress,
+    });
+
+    let results = execute(config, plan)?;
+    let Some(results) = results else { return Ok(None) };
+    if let Some(error) = &results.report.error {
+        return Err(RunError::Training(error.clone()));
+    }
+
+    let facts = RunFacts {
+        spec: spec.name().to_string(),
+        files: names,
+        bucket_ms: config.bucket_ms,
+        workers: config.workers * config.processes,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(Some(report::write_all(&config.out, config, &results, &facts)?))
+}
+
+/// The spec named by `--spec`, or the built-in one whose first line matches
+/// every input file.
+fn choose_spec(named: Option<&str>, paths: &[PathBuf], names: &[String]) -> Result<Spec, RunError> {
+    if let Some(named) = named {
+        return Spec::resolve(named).map_err(|err| RunError::Spec(err.to_string()));
+    }
+    let builtins = Spec::builtin();
+    let first_line = |spec: &Spec, path: &Path| -> Result<Option<csv::ByteRecord>, RunError> {
+        let file = InputFile::open(0, path, spec.delimiter(), false)
+            .map_err(|err| RunError::Input(format!("cannot read {}: {err}", path.display())))?;
+        Ok(file.first_record)
+    };
+    let mut chosen = None;
+    for spec in &builtins {
+        if first_line(spec, &paths[0])?.is_some_and(|first| spec.matches(&first)) {
+            chosen = Some(spec.clone());
+            break;
+        }
+    }
+    let list = builtins.iter().map(|spec| spec.name()).collect::<Vec<_>>().join(", ");
+    let Some(spec) = chosen else {
+        return Err(RunError::Spec(format!(
+            "no built-in spec matches the first line of {}; pass --spec NAME or --spec FILE \
+             (built-in: {list}; the README documents the spec format)",
+            names[0]
+        )));
+    };
+    for (path, name) in paths.iter().zip(names).skip(1) {
+        if !first_line(&spec, path)?.is_some_and(|first| spec.matches(&first)) {
+            return Err(RunError::Spec(format!(
+                "{name} does not look like {} (detected from {}); pass --spec to read all \
+                 inputs with one spec",
+                spec.name(),
+                names[0]
+            )));
+        }
+    }
+    Ok(spec)
+}
+
+/// Starts the workers of this process and waits for them.
+fn execute(config: &RunConfig, plan: Arc<Plan>) -> Result<Option<Results>, RunError> {
+    use timely::{CommunicationConfig, WorkerConfig};
+    let communication = if config.processes > 1 {
+        CommunicationConfig::Cluster {
+            threads: config.workers,
+            process: config.process,
+            addresses: config.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        }
+    } else if config.workers > 1 {
+        CommunicationConfig::Process(config.workers)
+    } else {
+        CommunicationConfig::Thread
+    };
+    let timely_config = timely::Config { communication, worker: WorkerConfig::default() };
+    let guards = timely::execute(timely_config, move |worker| {
+        dataflow::run_worker(worker, plan.clone())
+    })
+    .map_err(|err| RunError::Workers(format!("cannot start the workers: {err}")))?;
+
+    let mut results = None;
+    for outcome in guards.join() {
+        match outcome {
+            Ok(Ok(Some(found))) => results = Some(found),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => return Err(RunError::Input(error)),
+            Err(panic) => return Err(RunError::Workers(format!("a worker failed: {panic}"))),
+        }
+    }
+    Ok(results)
+}
+
+/// Writes the embedded sample to a private temporary file and returns its path.
+fn write_default_events() -> Result<PathBuf, RunError> {
+    let path = std::env::temp_dir()
+        .join(format!("deltarec-default-events-{}.csv", std::process::id()));
+    std::fs::write(&path, DEFAULT_EVENTS).map_err(|err| {
+        RunError::Input(format!("cannot write the embedded sample to {}: {err}", path.display()))
+    })?;
+    Ok(path)
+}
