@@ -5,4 +5,6 @@
 //! helpers, so unused items are allowed per module rather than per item.
 
 #[allow(dead_code)]
+pub mod r#gen; // NB: `gen` is a reserved keyword in edition 2024, hence `r#gen`.
+#[allow(dead_code)]
 pub mod oracle;
