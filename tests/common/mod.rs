@@ -8,3 +8,5 @@
 pub mod r#gen; // NB: `gen` is a reserved keyword in edition 2024, hence `r#gen`.
 #[allow(dead_code)]
 pub mod oracle;
+#[allow(dead_code)]
+pub mod outputs;
