@@ -1,0 +1,12 @@
+//! Shared helpers for the integration tests: an independent batch oracle, a
+//! seeded log generator and readers for the product's outputs.
+//!
+//! Each test binary that declares `mod common;` uses only part of these
+//! helpers, so unused items are allowed per module rather than per item.
+
+#[allow(dead_code)]
+pub mod r#gen; // NB: `gen` is a reserved keyword in edition 2024, hence `r#gen`.
+#[allow(dead_code)]
+pub mod oracle;
+#[allow(dead_code)]
+pub mod outputs;
