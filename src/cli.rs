@@ -172,12 +172,29 @@ impl RunFlags {
                 self.bucket
             )
         })?;
-        let scaler: ScalerKind = self.scaler.parse().map_err(|err| format!("--scaler: {err}"))?;
-        let kind: OptimizerKind =
-            self.optimizer.parse().map_err(|err| format!("--optimizer: {err}"))?;
-        let optimizer =
-            OptimizerConfig { kind, lr: self.lr, l2: self.l2, l1: self.l1, batch_size: self.batch_size };
-        optimizer.validate().map_err(|err| format!("--{}", err.to_string().replace("optimizer option ", "").replace('_', "-")))?;
+        let scaler: ScalerKind = self
+            .scaler
+            .parse()
+            .map_err(|err| format!("--scaler: {err}"))?;
+        let kind: OptimizerKind = self
+            .optimizer
+            .parse()
+            .map_err(|err| format!("--optimizer: {err}"))?;
+        let optimizer = OptimizerConfig {
+            kind,
+            lr: self.lr,
+            l2: self.l2,
+            l1: self.l1,
+            batch_size: self.batch_size,
+        };
+        optimizer.validate().map_err(|err| {
+            format!(
+                "--{}",
+                err.to_string()
+                    .replace("optimizer option ", "")
+                    .replace('_', "-")
+            )
+        })?;
         if self.workers == 0 {
             return Err("-w 0: a run needs at least one worker thread; use -w 1 or more".into());
         }
@@ -221,7 +238,9 @@ impl RunFlags {
 /// loopback ports from 2101.
 fn read_hostfile(path: Option<&std::path::Path>, processes: usize) -> Result<Vec<String>, String> {
     let Some(path) = path else {
-        return Ok((0..processes).map(|index| format!("127.0.0.1:{}", 2101 + index)).collect());
+        return Ok((0..processes)
+            .map(|index| format!("127.0.0.1:{}", 2101 + index))
+            .collect());
     };
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("-h {}: cannot read the hostfile: {err}", path.display()))?;
@@ -239,7 +258,11 @@ fn read_hostfile(path: Option<&std::path::Path>, processes: usize) -> Result<Vec
             processes
         ));
     }
-    if let Some(bad) = addresses.iter().take(processes).find(|address| !address.contains(':')) {
+    if let Some(bad) = addresses
+        .iter()
+        .take(processes)
+        .find(|address| !address.contains(':'))
+    {
         return Err(format!("-h {}: {bad:?} is not host:port", path.display()));
     }
     Ok(addresses.into_iter().take(processes).collect())
@@ -248,7 +271,9 @@ fn read_hostfile(path: Option<&std::path::Path>, processes: usize) -> Result<Vec
 /// Parses `1d`, `2h`, `15m`, `30s`, `500ms` or a plain number of milliseconds.
 pub fn parse_duration(text: &str) -> Option<i64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: i64 = number.parse().ok()?;
     let scale = match unit {
@@ -269,7 +294,10 @@ mod tests {
     fn flags(args: &[&str]) -> Result<RunConfig, String> {
         let mut all = vec!["deltarec", "run"];
         all.extend_from_slice(args);
-        match Cli::try_parse_from(all).map_err(|err| err.to_string())?.command {
+        match Cli::try_parse_from(all)
+            .map_err(|err| err.to_string())?
+            .command
+        {
             Command::Run(flags) => flags.validate(),
             Command::Specs => unreachable!(),
         }
@@ -282,7 +310,16 @@ mod tests {
         assert_eq!(parse_duration("15m"), Some(900_000));
         assert_eq!(parse_duration("30s"), Some(30_000));
         assert_eq!(parse_duration("250"), Some(250));
-        for bad in ["", "0", "0h", "1x", "h", "-1d", "1.5h", "99999999999999999d"] {
+        for bad in [
+            "",
+            "0",
+            "0h",
+            "1x",
+            "h",
+            "-1d",
+            "1.5h",
+            "99999999999999999d",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }

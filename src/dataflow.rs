@@ -74,10 +74,7 @@ pub struct Results {
 ///
 /// # Errors
 /// When an input file cannot be read.
-pub fn run_worker(
-    worker: &mut Worker,
-    plan: Arc<Plan>,
-) -> Result<Option<Results>, String> {
+pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results>, String> {
     let index = worker.index();
     let peers = worker.peers();
     let report = Rc::new(RefCell::new(
@@ -96,21 +93,27 @@ pub fn run_worker(
         // Every worker's trainer sees every tally; examples stay on their shard.
         let tallies = tallies.concat(tally_cleaned(streams.cleaned));
         let tallies = tallies.inner.broadcast().as_collection();
-        let train_in =
-            streams.examples.map(TrainIn::Example).concat(tallies.map(TrainIn::Tally));
+        let train_in = streams
+            .examples
+            .map(TrainIn::Example)
+            .concat(tallies.map(TrainIn::Tally));
         trainer::train(train_in, plan.trainer, report.clone());
 
         // Quarantined rows and the final aggregates are written by worker 0.
         let sink = quarantine.clone();
-        rejects.inner.sink(Exchange::new(|_: &(Rejected, Time, isize)| 0), "quarantine: gather", move |(input, _)| {
-            input.for_each(|_, data| {
-                for (rejected, _, diff) in data.drain(..) {
-                    if diff > 0 {
-                        sink.borrow_mut().push(rejected);
+        rejects.inner.sink(
+            Exchange::new(|_: &(Rejected, Time, isize)| 0),
+            "quarantine: gather",
+            move |(input, _)| {
+                input.for_each(|_, data| {
+                    for (rejected, _, diff) in data.drain(..) {
+                        if diff > 0 {
+                            sink.borrow_mut().push(rejected);
+                        }
                     }
-                }
-            })
-        });
+                })
+            },
+        );
         if plan.collect_aggregates {
             let sink = aggregates.clone();
             streams.aggregates.inner.sink(
@@ -136,7 +139,9 @@ pub fn run_worker(
     let mut newest_epoch: Option<u64> = None;
     let mut read_rows = 0u64;
     for (file, binding) in plan.files.iter().zip(&plan.bindings) {
-        let share = file.share(index, peers).map_err(|error| error.to_string())?;
+        let share = file
+            .share(index, peers)
+            .map_err(|error| error.to_string())?;
         let mut reader =
             ShareReader::new(file, share, plan.delimiter).map_err(|error| error.to_string())?;
         let mut block_tallies: BTreeMap<Tally, isize> = BTreeMap::new();
@@ -160,7 +165,12 @@ pub fn run_worker(
                                 return;
                             }
                             newest_epoch = newest_epoch.max(Some(epoch));
-                            *block_tallies.entry(Tally { epoch, kind: TallyKind::Rows }).or_default() += 1;
+                            *block_tallies
+                                .entry(Tally {
+                                    epoch,
+                                    kind: TallyKind::Rows,
+                                })
+                                .or_default() += 1;
                             events_in.update_at(event, epoch_time(epoch), 1);
                         }
                         Err(reason) => {
@@ -168,7 +178,8 @@ pub fn run_worker(
                                 let epoch = (ts / bucket) as u64;
                                 if epoch_time(epoch) >= time {
                                     for kind in [TallyKind::Rows, TallyKind::Rejected] {
-                                        *block_tallies.entry(Tally { epoch, kind }).or_default() += 1;
+                                        *block_tallies.entry(Tally { epoch, kind }).or_default() +=
+                                            1;
                                     }
                                 }
                             }
@@ -229,7 +240,11 @@ pub fn run_worker(
         .map(|(aggregate, _)| *aggregate)
         .collect();
     aggregates.sort();
-    Ok(Some(Results { report, quarantine, aggregates }))
+    Ok(Some(Results {
+        report,
+        quarantine,
+        aggregates,
+    }))
 }
 
 /// Counts clean events and bot exclusions per epoch, a batch at a time, as

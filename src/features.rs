@@ -125,25 +125,38 @@ pub struct FeatureOptions {
 
 /// Builds cleaning, aggregates and examples over the accepted `events`
 /// (each at its epoch's time, once per row, duplicates included).
-pub fn build<'scope>(events: Coll<'scope, Event>, options: FeatureOptions) -> FeatureStreams<'scope> {
+pub fn build<'scope>(
+    events: Coll<'scope, Event>,
+    options: FeatureOptions,
+) -> FeatureStreams<'scope> {
     let bucket = options.bucket_ms;
     let epoch_of = move |ts: i64| (ts / bucket) as u64;
 
     // Per-epoch view of the rows: each row is retracted one epoch after it enters.
-    let window = events.clone().concat(events.negate().delay(|time| time + EPOCH_STEP));
+    let window = events
+        .clone()
+        .concat(events.negate().delay(|time| time + EPOCH_STEP));
 
     // Deduplicate and exclude bots, per user and epoch.
     let cleaned_window = clean(window, options);
 
     // Clean events and bot notes, each once, for counting and the aggregates.
-    let cleaned = at_own_epoch(cleaned_window.clone(), "clean: own epoch", move |cleaned| {
-        match cleaned {
-            (_, Cleaned::Event(ts, _, _)) => epoch_of(*ts),
-            (_, Cleaned::Bot { epoch, .. }) => *epoch,
-        }
-    });
+    let cleaned =
+        at_own_epoch(
+            cleaned_window.clone(),
+            "clean: own epoch",
+            move |cleaned| match cleaned {
+                (_, Cleaned::Event(ts, _, _)) => epoch_of(*ts),
+                (_, Cleaned::Bot { epoch, .. }) => *epoch,
+            },
+        );
     let clean_events = cleaned.clone().flat_map(|(user, cleaned)| match cleaned {
-        Cleaned::Event(ts, item, kind) => Some(Event { ts, user, item, kind }),
+        Cleaned::Event(ts, item, kind) => Some(Event {
+            ts,
+            user,
+            item,
+            kind,
+        }),
         Cleaned::Bot { .. } => None,
     });
 
@@ -152,9 +165,10 @@ pub fn build<'scope>(events: Coll<'scope, Event>, options: FeatureOptions) -> Fe
 
     // Pairs active in the epoch, with their purchase flag (windowed).
     let active = cleaned_window.flat_map(move |(user, cleaned)| match cleaned {
-        Cleaned::Event(ts, item, kind) => {
-            Some(((user, item), PairIn::Active(epoch_of(ts), kind == Kind::Purchase)))
-        }
+        Cleaned::Event(ts, item, kind) => Some((
+            (user, item),
+            PairIn::Active(epoch_of(ts), kind == Kind::Purchase),
+        )),
         Cleaned::Bot { .. } => None,
     });
 
@@ -186,26 +200,47 @@ pub fn build<'scope>(events: Coll<'scope, Event>, options: FeatureOptions) -> Fe
         }));
 
     let cleaned = cleaned.map(|(_, cleaned)| cleaned);
-    FeatureStreams { examples, aggregates, cleaned }
+    FeatureStreams {
+        examples,
+        aggregates,
+        cleaned,
+    }
 }
 
 /// Deduplicates the windowed rows of each user and drops the users that are
 /// bots in the epoch. Output is windowed and keyed by user.
-fn clean<'scope>(window: Coll<'scope, Event>, options: FeatureOptions) -> Coll<'scope, (u64, Cleaned)> {
+fn clean<'scope>(
+    window: Coll<'scope, Event>,
+    options: FeatureOptions,
+) -> Coll<'scope, (u64, Cleaned)> {
     let bucket = options.bucket_ms;
     let threshold = options.bot_threshold;
     let by_user = window.map(|event| (event.user, (event.ts, event.item, event.kind)));
-    reduce(by_user, "clean: dedup and bots", move |_user, input, output| {
-        // The window holds one epoch at a time, so the distinct values are the
-        // user's de-duplicated events of that epoch.
-        let distinct = input.len() as u64;
-        if threshold > 0 && distinct > threshold {
-            let epoch = (input[0].0.0 / bucket) as u64;
-            output.push((Cleaned::Bot { epoch, excluded: distinct }, 1));
-        } else {
-            output.extend(input.iter().map(|((ts, item, kind), _)| (Cleaned::Event(*ts, *item, *kind), 1)));
-        }
-    })
+    reduce(
+        by_user,
+        "clean: dedup and bots",
+        move |_user, input, output| {
+            // The window holds one epoch at a time, so the distinct values are the
+            // user's de-duplicated events of that epoch.
+            let distinct = input.len() as u64;
+            if threshold > 0 && distinct > threshold {
+                let epoch = (input[0].0.0 / bucket) as u64;
+                output.push((
+                    Cleaned::Bot {
+                        epoch,
+                        excluded: distinct,
+                    },
+                    1,
+                ));
+            } else {
+                output.extend(
+                    input
+                        .iter()
+                        .map(|((ts, item, kind), _)| (Cleaned::Event(*ts, *item, *kind), 1)),
+                );
+            }
+        },
+    )
 }
 
 /// Input values of the pair reduce.
@@ -223,7 +258,11 @@ enum PairOut {
     /// `[views, carts]` of the pair.
     Feat([u64; 2]),
     /// The pair part of an example of `epoch`.
-    Example { epoch: u64, label: bool, pair: [u64; 2] },
+    Example {
+        epoch: u64,
+        label: bool,
+        pair: [u64; 2],
+    },
 }
 
 /// Input values of the user reduce.
@@ -232,7 +271,12 @@ enum UserIn {
     Kind(Kind),
     /// One per distinct item the user has a lagged clean event with.
     Item,
-    Partial { epoch: u64, item: u64, label: bool, pair: [u64; 2] },
+    Partial {
+        epoch: u64,
+        item: u64,
+        label: bool,
+        pair: [u64; 2],
+    },
 }
 
 /// Output values of the user reduce.
@@ -240,7 +284,13 @@ enum UserIn {
 enum UserOut {
     /// `[views, carts, purchases, items]` of the user.
     Feat([u64; 4]),
-    Example { epoch: u64, item: u64, label: bool, user: [u64; 4], pair: [u64; 2] },
+    Example {
+        epoch: u64,
+        item: u64,
+        label: bool,
+        user: [u64; 4],
+        pair: [u64; 2],
+    },
 }
 
 /// Input values of the item reduce.
@@ -249,7 +299,13 @@ enum ItemIn {
     Kind(Kind),
     /// One per distinct user with a lagged clean event on the item.
     User,
-    Partial { epoch: u64, user: u64, label: bool, user_feat: [u64; 4], pair: [u64; 2] },
+    Partial {
+        epoch: u64,
+        user: u64,
+        label: bool,
+        user_feat: [u64; 4],
+        pair: [u64; 2],
+    },
 }
 
 /// Output values of the item reduce.
@@ -280,7 +336,9 @@ fn pair_stage<'scope>(
     lagged: Coll<'scope, Event>,
     active: Coll<'scope, ((u64, u64), PairIn)>,
 ) -> Coll<'scope, ((u64, u64), PairOut)> {
-    let input = lagged.map(|event| ((event.user, event.item), PairIn::Kind(event.kind))).concat(active);
+    let input = lagged
+        .map(|event| ((event.user, event.item), PairIn::Kind(event.kind)))
+        .concat(active);
     reduce(input, "features: pairs", |_pair, input, output| {
         let counts = kind_counts(input.iter().map(|(v, r)| (*v, *r)), |v| match v {
             PairIn::Kind(kind) => Some(*kind),
@@ -299,7 +357,14 @@ fn pair_stage<'scope>(
             }
         }
         if let Some((epoch, label)) = activity {
-            output.push((PairOut::Example { epoch, label, pair: feat }, 1));
+            output.push((
+                PairOut::Example {
+                    epoch,
+                    label,
+                    pair: feat,
+                },
+                1,
+            ));
         }
     })
 }
@@ -310,25 +375,58 @@ fn user_stage<'scope>(
 ) -> Coll<'scope, (u64, UserOut)> {
     let from_pairs = pairs.map(|((user, item), out)| match out {
         PairOut::Feat(_) => (user, UserIn::Item),
-        PairOut::Example { epoch, label, pair } => (user, UserIn::Partial { epoch, item, label, pair }),
+        PairOut::Example { epoch, label, pair } => (
+            user,
+            UserIn::Partial {
+                epoch,
+                item,
+                label,
+                pair,
+            },
+        ),
     });
-    let input = lagged.map(|event| (event.user, UserIn::Kind(event.kind))).concat(from_pairs);
+    let input = lagged
+        .map(|event| (event.user, UserIn::Kind(event.kind)))
+        .concat(from_pairs);
     reduce(input, "features: users", |_user, input, output| {
         let counts = kind_counts(input.iter().map(|(v, r)| (*v, *r)), |v| match v {
             UserIn::Kind(kind) => Some(*kind),
             _ => None,
         });
-        let items: isize =
-            input.iter().filter(|(v, _)| matches!(v, UserIn::Item)).map(|(_, r)| *r).sum();
+        let items: isize = input
+            .iter()
+            .filter(|(v, _)| matches!(v, UserIn::Item))
+            .map(|(_, r)| *r)
+            .sum();
         let feat = counts.map_or([0; 4], |c| {
-            [c[Kind::View as usize], c[Kind::Cart as usize], c[Kind::Purchase as usize], items as u64]
+            [
+                c[Kind::View as usize],
+                c[Kind::Cart as usize],
+                c[Kind::Purchase as usize],
+                items as u64,
+            ]
         });
         if counts.is_some() {
             output.push((UserOut::Feat(feat), 1));
         }
         for (value, _) in input {
-            if let UserIn::Partial { epoch, item, label, pair } = **value {
-                output.push((UserOut::Example { epoch, item, label, user: feat, pair }, 1));
+            if let UserIn::Partial {
+                epoch,
+                item,
+                label,
+                pair,
+            } = **value
+            {
+                output.push((
+                    UserOut::Example {
+                        epoch,
+                        item,
+                        label,
+                        user: feat,
+                        pair,
+                    },
+                    1,
+                ));
             }
         }
     })
@@ -345,9 +443,22 @@ fn item_stage<'scope>(
     });
     let from_users = users.flat_map(|(user, out)| match out {
         UserOut::Feat(_) => None,
-        UserOut::Example { epoch, item, label, user: user_feat, pair } => {
-            Some((item, ItemIn::Partial { epoch, user, label, user_feat, pair }))
-        }
+        UserOut::Example {
+            epoch,
+            item,
+            label,
+            user: user_feat,
+            pair,
+        } => Some((
+            item,
+            ItemIn::Partial {
+                epoch,
+                user,
+                label,
+                user_feat,
+                pair,
+            },
+        )),
     });
     let input = lagged
         .map(|event| (event.item, ItemIn::Kind(event.kind)))
@@ -358,22 +469,50 @@ fn item_stage<'scope>(
             ItemIn::Kind(kind) => Some(*kind),
             _ => None,
         });
-        let users: isize =
-            input.iter().filter(|(v, _)| matches!(v, ItemIn::User)).map(|(_, r)| *r).sum();
+        let users: isize = input
+            .iter()
+            .filter(|(v, _)| matches!(v, ItemIn::User))
+            .map(|(_, r)| *r)
+            .sum();
         let feat = counts.map_or([0; 4], |c| {
-            [c[Kind::View as usize], c[Kind::Cart as usize], c[Kind::Purchase as usize], users as u64]
+            [
+                c[Kind::View as usize],
+                c[Kind::Cart as usize],
+                c[Kind::Purchase as usize],
+                users as u64,
+            ]
         });
         if counts.is_some() {
             output.push((ItemOut::Feat(feat), 1));
         }
         for (value, _) in input {
-            if let ItemIn::Partial { epoch, user, label, user_feat, pair } = **value {
+            if let ItemIn::Partial {
+                epoch,
+                user,
+                label,
+                user_feat,
+                pair,
+            } = **value
+            {
                 let raw = [
-                    user_feat[0], user_feat[1], user_feat[2], user_feat[3],
-                    feat[0], feat[1], feat[2], feat[3],
-                    pair[0], pair[1],
+                    user_feat[0],
+                    user_feat[1],
+                    user_feat[2],
+                    user_feat[3],
+                    feat[0],
+                    feat[1],
+                    feat[2],
+                    feat[3],
+                    pair[0],
+                    pair[1],
                 ];
-                let example = Example { epoch, user, item: *item, label, raw };
+                let example = Example {
+                    epoch,
+                    user,
+                    item: *item,
+                    label,
+                    raw,
+                };
                 output.push((ItemOut::Example(example), 1));
             }
         }
@@ -395,13 +534,13 @@ where
     let arranged: Arranged<'scope, _> = input
         .arrange_by_key_named(&format!("arrange: {name}"))
         .reduce_abelian::<_, ValBuilder<K, V2, Time, isize>, ValSpine<K, V2, Time, isize>, _, _>(
-            name,
-            logic,
-            |vec, key, upds| {
-                vec.clear();
-                vec.extend(upds.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
-            },
-        );
+        name,
+        logic,
+        |vec, key, upds| {
+            vec.clear();
+            vec.extend(upds.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
+        },
+    );
     arranged.as_collection(|key, val| (key.clone(), val.clone()))
 }
 
@@ -411,7 +550,11 @@ where
 /// Correct because the windowed content at `epoch_time(e)` is exactly the
 /// records of epoch `e`: the updates at that time sum to it, and every other
 /// update of such a record belongs to its retraction.
-pub fn at_own_epoch<'scope, D, F>(input: Coll<'scope, D>, name: &str, epoch_of: F) -> Coll<'scope, D>
+pub fn at_own_epoch<'scope, D, F>(
+    input: Coll<'scope, D>,
+    name: &str,
+    epoch_of: F,
+) -> Coll<'scope, D>
 where
     D: differential_dataflow::Data,
     F: Fn(&D) -> u64 + 'static,
@@ -472,7 +615,12 @@ mod tests {
             events.push(events[i * 7 % rows]);
         }
         for i in 0..12 {
-            events.push(Event { ts: 2 * BUCKET + i, user: 99, item: i as u64 % 3, kind: Kind::View });
+            events.push(Event {
+                ts: 2 * BUCKET + i,
+                user: 99,
+                item: i as u64 % 3,
+                kind: Kind::View,
+            });
         }
         events
     }
@@ -482,7 +630,9 @@ mod tests {
         let distinct: BTreeSet<Event> = events.iter().copied().collect();
         let mut per_user_epoch: BTreeMap<(u64, i64), u64> = BTreeMap::new();
         for event in &distinct {
-            *per_user_epoch.entry((event.user, event.ts / BUCKET)).or_default() += 1;
+            *per_user_epoch
+                .entry((event.user, event.ts / BUCKET))
+                .or_default() += 1;
         }
         let clean: Vec<Event> = distinct
             .into_iter()
@@ -495,9 +645,14 @@ mod tests {
             let now: Vec<&Event> = clean.iter().filter(|e| e.ts / BUCKET == epoch).collect();
             let pairs: BTreeSet<(u64, u64)> = now.iter().map(|e| (e.user, e.item)).collect();
             for (user, item) in pairs {
-                let count = |f: &dyn Fn(&Event) -> bool| before.iter().filter(|e| f(e)).count() as u64;
+                let count =
+                    |f: &dyn Fn(&Event) -> bool| before.iter().filter(|e| f(e)).count() as u64;
                 let distinct = |f: &dyn Fn(&Event) -> Option<u64>| {
-                    before.iter().filter_map(|e| f(e)).collect::<BTreeSet<_>>().len() as u64
+                    before
+                        .iter()
+                        .filter_map(|e| f(e))
+                        .collect::<BTreeSet<_>>()
+                        .len() as u64
                 };
                 let raw = [
                     count(&|e| e.user == user && e.kind == Kind::View),
@@ -511,8 +666,16 @@ mod tests {
                     count(&|e| e.user == user && e.item == item && e.kind == Kind::View),
                     count(&|e| e.user == user && e.item == item && e.kind == Kind::Cart),
                 ];
-                let label = now.iter().any(|e| e.user == user && e.item == item && e.kind == Kind::Purchase);
-                examples.insert(Example { epoch: epoch as u64, user, item, label, raw });
+                let label = now
+                    .iter()
+                    .any(|e| e.user == user && e.item == item && e.kind == Kind::Purchase);
+                examples.insert(Example {
+                    epoch: epoch as u64,
+                    user,
+                    item,
+                    label,
+                    raw,
+                });
             }
         }
         examples
@@ -529,7 +692,10 @@ mod tests {
             let probe = Handle::new();
             let mut input = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, events) = scope.new_collection::<Event, isize>();
-                let options = FeatureOptions { bucket_ms: BUCKET, bot_threshold: threshold };
+                let options = FeatureOptions {
+                    bucket_ms: BUCKET,
+                    bot_threshold: threshold,
+                };
                 build(events, options)
                     .examples
                     .inspect(move |(example, _, diff)| {
@@ -546,8 +712,15 @@ mod tests {
         })
         .unwrap();
         let found = found.lock().unwrap();
-        assert!(found.values().all(|diff| *diff == 0 || *diff == 1), "each example once");
-        found.iter().filter(|(_, diff)| **diff == 1).map(|(e, _)| e.clone()).collect()
+        assert!(
+            found.values().all(|diff| *diff == 0 || *diff == 1),
+            "each example once"
+        );
+        found
+            .iter()
+            .filter(|(_, diff)| **diff == 1)
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 
     #[test]
@@ -559,7 +732,11 @@ mod tests {
             for workers in [1, 3] {
                 let mut shuffled = events.clone();
                 shuffled.reverse();
-                assert_eq!(dataflow_examples(shuffled, 10, workers), expected, "seed {seed}, {workers} workers");
+                assert_eq!(
+                    dataflow_examples(shuffled, 10, workers),
+                    expected,
+                    "seed {seed}, {workers} workers"
+                );
             }
         }
     }

@@ -34,7 +34,10 @@ pub fn write_atomic(
 /// `dir/.name.tmp-PID`: hidden, in the same directory (so the rename is
 /// atomic), and distinct per process.
 fn temporary_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -67,7 +70,14 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "first");
         let leftovers: Vec<_> = fs::read_dir(&dir)
             .unwrap()
-            .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp-")
+            })
             .collect();
         assert!(leftovers.is_empty());
     }

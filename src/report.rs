@@ -90,10 +90,20 @@ pub fn write_all(
         .map_err(|err| io::Error::new(err.kind(), format!("creating {}: {err}", out.display())))?;
     let report = &results.report;
 
-    write_quarantine(&out.join("quarantine.csv"), &results.quarantine, &facts.files)?;
+    write_quarantine(
+        &out.join("quarantine.csv"),
+        &results.quarantine,
+        &facts.files,
+    )?;
     let stats = report.model.histogram.stats();
-    write_json(&out.join("scaler.json"), &scaler_json(&report.model.histogram, &stats))?;
-    write_json(&out.join("model.json"), &model_json(results, &stats, config))?;
+    write_json(
+        &out.join("scaler.json"),
+        &scaler_json(&report.model.histogram, &stats),
+    )?;
+    write_json(
+        &out.join("model.json"),
+        &model_json(results, &stats, config),
+    )?;
     if config.emit_examples {
         let mut examples = report.examples.clone();
         examples.sort_by_key(|example| (example.epoch, example.user, example.item));
@@ -123,7 +133,9 @@ fn summarize(results: &Results, facts: &RunFacts, out: &Path) -> Summary {
     let report = &results.report;
     let mut rejected_by_reason = BTreeMap::new();
     for rejected in &results.quarantine {
-        *rejected_by_reason.entry(rejected.reason.name()).or_insert(0) += 1;
+        *rejected_by_reason
+            .entry(rejected.reason.name())
+            .or_insert(0) += 1;
     }
     let sum = |field: fn(&crate::trainer::EpochMetrics) -> u64| -> u64 {
         report.epochs.iter().map(field).sum()
@@ -154,15 +166,22 @@ fn summarize(results: &Results, facts: &RunFacts, out: &Path) -> Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "wrote {} (spec {}, {} workers)", self.out, self.spec, self.workers)?;
+        writeln!(
+            f,
+            "wrote {} (spec {}, {} workers)",
+            self.out, self.spec, self.workers
+        )?;
         writeln!(
             f,
             "rows {}  accepted {}  rejected {}  duplicates {}  bot-excluded {}  clean {}",
             self.rows, self.accepted, self.rejected, self.duplicates, self.bot_excluded, self.clean
         )?;
         if !self.rejected_by_reason.is_empty() {
-            let reasons: Vec<String> =
-                self.rejected_by_reason.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
+            let reasons: Vec<String> = self
+                .rejected_by_reason
+                .iter()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
             writeln!(f, "rejected by reason: {}", reasons.join(", "))?;
         }
         writeln!(
@@ -184,13 +203,22 @@ impl fmt::Display for Summary {
     }
 }
 
-fn write_quarantine(path: &Path, rows: &[crate::dataflow::Rejected], files: &[String]) -> io::Result<()> {
+fn write_quarantine(
+    path: &Path,
+    rows: &[crate::dataflow::Rejected],
+    files: &[String],
+) -> io::Result<()> {
     write_atomic(path, |writer| {
         let mut csv = csv::Writer::from_writer(writer);
         csv.write_record(["file", "line", "reason", "raw"])?;
         for row in rows {
             let line = row.line.to_string();
-            csv.write_record([files[row.file as usize].as_str(), &line, row.reason.name(), &row.raw])?;
+            csv.write_record([
+                files[row.file as usize].as_str(),
+                &line,
+                row.reason.name(),
+                &row.raw,
+            ])?;
         }
         csv.flush()
     })
@@ -205,7 +233,11 @@ fn scaler_json(histogram: &Histogram, stats: &[FeatureStats; 10]) -> serde_json:
     json!({ "count": histogram.count(), "features": features })
 }
 
-fn model_json(results: &Results, stats: &[FeatureStats; 10], config: &RunConfig) -> serde_json::Value {
+fn model_json(
+    results: &Results,
+    stats: &[FeatureStats; 10],
+    config: &RunConfig,
+) -> serde_json::Value {
     let model = &results.report.model;
     let weights: serde_json::Map<String, serde_json::Value> = FEATURE_NAMES
         .iter()
@@ -240,7 +272,14 @@ fn write_examples(path: &Path, examples: &[Example]) -> io::Result<()> {
         }
         writeln!(writer)?;
         for example in examples {
-            write!(writer, "{},{},{},{}", example.epoch, example.user, example.item, u8::from(example.label))?;
+            write!(
+                writer,
+                "{},{},{},{}",
+                example.epoch,
+                example.user,
+                example.item,
+                u8::from(example.label)
+            )?;
             for a in example.raw {
                 write!(writer, ",{}", feature_value(a))?;
             }
@@ -252,20 +291,34 @@ fn write_examples(path: &Path, examples: &[Example]) -> io::Result<()> {
 
 fn write_features(dir: &Path, aggregates: &[Aggregate]) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let rows = |pick: fn(&Aggregate) -> Option<String>| aggregates.iter().filter_map(pick).collect::<Vec<_>>();
+    let rows = |pick: fn(&Aggregate) -> Option<String>| {
+        aggregates.iter().filter_map(pick).collect::<Vec<_>>()
+    };
     let files = [
-        ("users.csv", "user,u_views,u_carts,u_purchases,u_items", rows(|a| match a {
-            Aggregate::User(user, [v, c, p, n]) => Some(format!("{user},{v},{c},{p},{n}")),
-            _ => None,
-        })),
-        ("items.csv", "item,i_views,i_carts,i_purchases,i_users", rows(|a| match a {
-            Aggregate::Item(item, [v, c, p, n]) => Some(format!("{item},{v},{c},{p},{n}")),
-            _ => None,
-        })),
-        ("pairs.csv", "user,item,p_views,p_carts", rows(|a| match a {
-            Aggregate::Pair(user, item, [v, c]) => Some(format!("{user},{item},{v},{c}")),
-            _ => None,
-        })),
+        (
+            "users.csv",
+            "user,u_views,u_carts,u_purchases,u_items",
+            rows(|a| match a {
+                Aggregate::User(user, [v, c, p, n]) => Some(format!("{user},{v},{c},{p},{n}")),
+                _ => None,
+            }),
+        ),
+        (
+            "items.csv",
+            "item,i_views,i_carts,i_purchases,i_users",
+            rows(|a| match a {
+                Aggregate::Item(item, [v, c, p, n]) => Some(format!("{item},{v},{c},{p},{n}")),
+                _ => None,
+            }),
+        ),
+        (
+            "pairs.csv",
+            "user,item,p_views,p_carts",
+            rows(|a| match a {
+                Aggregate::Pair(user, item, [v, c]) => Some(format!("{user},{item},{v},{c}")),
+                _ => None,
+            }),
+        ),
     ];
     for (name, header, lines) in files {
         write_atomic(&dir.join(name), |writer| {

@@ -49,7 +49,11 @@ pub fn run(config: &RunConfig) -> Result<Option<Summary>, RunError> {
     let started = Instant::now();
 
     // Inputs: the named paths, or the embedded sample written to a private file.
-    let default_copy = config.events.is_empty().then(write_default_events).transpose()?;
+    let default_copy = config
+        .events
+        .is_empty()
+        .then(write_default_events)
+        .transpose()?;
     let (paths, names): (Vec<PathBuf>, Vec<String>) = match &default_copy {
         Some(path) => (vec![path.clone()], vec![DEFAULT_NAME.to_string()]),
         None => {
@@ -60,7 +64,10 @@ pub fn run(config: &RunConfig) -> Result<Option<Summary>, RunError> {
                     "--events: the directories given hold no files; name a log file".into(),
                 ));
             }
-            let names = paths.iter().map(|path| path.display().to_string()).collect();
+            let names = paths
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect();
             (paths, names)
         }
     };
@@ -81,7 +88,11 @@ fn run_on(
     let spec = choose_spec(config.spec.as_deref(), paths, &names)?;
     let announce = config.progress && config.process == 0;
     if announce && config.spec.is_none() {
-        eprintln!("spec: {} (detected from the first line of {})", spec.name(), names[0]);
+        eprintln!(
+            "spec: {} (detected from the first line of {})",
+            spec.name(),
+            names[0]
+        );
     }
 
     let mut files = Vec::with_capacity(paths.len());
@@ -100,7 +111,10 @@ fn run_on(
         files,
         bindings,
         delimiter: spec.delimiter(),
-        features: FeatureOptions { bucket_ms: config.bucket_ms, bot_threshold: config.bot_threshold },
+        features: FeatureOptions {
+            bucket_ms: config.bucket_ms,
+            bot_threshold: config.bot_threshold,
+        },
         lateness: config.lateness,
         trainer: TrainerOptions {
             optimizer: config.optimizer,
@@ -112,7 +126,9 @@ fn run_on(
     });
 
     let results = execute(config, plan)?;
-    let Some(results) = results else { return Ok(None) };
+    let Some(results) = results else {
+        return Ok(None);
+    };
     if let Some(error) = &results.report.error {
         return Err(RunError::Training(error.clone()));
     }
@@ -124,7 +140,12 @@ fn run_on(
         workers: config.workers * config.processes,
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok(Some(report::write_all(&config.out, config, &results, &facts)?))
+    Ok(Some(report::write_all(
+        &config.out,
+        config,
+        &results,
+        &facts,
+    )?))
 }
 
 /// The spec named by `--spec`, or the built-in one whose first line matches
@@ -146,7 +167,11 @@ fn choose_spec(named: Option<&str>, paths: &[PathBuf], names: &[String]) -> Resu
             break;
         }
     }
-    let list = builtins.iter().map(|spec| spec.name()).collect::<Vec<_>>().join(", ");
+    let list = builtins
+        .iter()
+        .map(|spec| spec.name())
+        .collect::<Vec<_>>()
+        .join(", ");
     let Some(spec) = chosen else {
         return Err(RunError::Spec(format!(
             "no built-in spec matches the first line of {}; pass --spec NAME or --spec FILE \
@@ -183,7 +208,10 @@ fn execute(config: &RunConfig, plan: Arc<Plan>) -> Result<Option<Results>, RunEr
     } else {
         CommunicationConfig::Thread
     };
-    let timely_config = timely::Config { communication, worker: WorkerConfig::default() };
+    let timely_config = timely::Config {
+        communication,
+        worker: WorkerConfig::default(),
+    };
     let guards = timely::execute(timely_config, move |worker| {
         dataflow::run_worker(worker, plan.clone())
     })
@@ -203,10 +231,15 @@ fn execute(config: &RunConfig, plan: Arc<Plan>) -> Result<Option<Results>, RunEr
 
 /// Writes the embedded sample to a private temporary file and returns its path.
 fn write_default_events() -> Result<PathBuf, RunError> {
-    let path = std::env::temp_dir()
-        .join(format!("deltarec-default-events-{}.csv", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "deltarec-default-events-{}.csv",
+        std::process::id()
+    ));
     std::fs::write(&path, DEFAULT_EVENTS).map_err(|err| {
-        RunError::Input(format!("cannot write the embedded sample to {}: {err}", path.display()))
+        RunError::Input(format!(
+            "cannot write the embedded sample to {}: {err}",
+            path.display()
+        ))
     })?;
     Ok(path)
 }

@@ -156,9 +156,16 @@ impl TrainerReport {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Message {
     /// Round 0: a worker's share of the epoch.
-    Hello { examples: u64, positives: u64, histogram: Histogram },
+    Hello {
+        examples: u64,
+        positives: u64,
+        histogram: Histogram,
+    },
     /// Round 1, to worker 0: scores (and, when collecting, the examples).
-    Scores { scores: Vec<(f64, bool)>, examples: Vec<Example> },
+    Scores {
+        scores: Vec<(f64, bool)>,
+        examples: Vec<Example>,
+    },
     /// A worker's gradient sum of one mini-batch.
     Gradient { batch: u64, sum: GradSum },
 }
@@ -240,7 +247,9 @@ pub fn train<'scope>(
                 loop {
                     // Start the next complete epoch once the previous one is done everywhere.
                     if active.is_none() {
-                        let Some(&base) = pending.keys().next() else { break };
+                        let Some(&base) = pending.keys().next() else {
+                            break;
+                        };
                         if frontier.frontier().less_equal(&base)
                             || loop_frontier.frontier().less_equal(&base)
                         {
@@ -303,19 +312,30 @@ impl Active {
         for example in &self.examples {
             histogram.add(&example.raw);
         }
-        Message::Hello { examples: self.examples.len() as u64, positives, histogram }
+        Message::Hello {
+            examples: self.examples.len() as u64,
+            positives,
+            histogram,
+        }
     }
 }
 
 /// Takes an epoch's stashed data: consolidated examples and tallies.
 fn start_epoch(base: Time, pending: Pending) -> Active {
-    let Pending { capability, mut examples, mut tallies } = pending;
+    let Pending {
+        capability,
+        mut examples,
+        mut tallies,
+    } = pending;
     consolidate(&mut examples);
     consolidate(&mut tallies);
     let examples = examples
         .into_iter()
         .map(|(example, diff)| {
-            assert_eq!(diff, 1, "the feature dataflow yields each example exactly once");
+            assert_eq!(
+                diff, 1,
+                "the feature dataflow yields each example exactly once"
+            );
             example
         })
         .collect();
@@ -346,7 +366,11 @@ fn round(
     let mut gradient: Option<GradSum> = None;
     for letter in letters {
         match letter {
-            Message::Hello { examples, positives, histogram } => {
+            Message::Hello {
+                examples,
+                positives,
+                histogram,
+            } => {
                 active.examples_total += examples;
                 active.positives_total += positives;
                 active.histogram.merge(&histogram);
@@ -356,7 +380,11 @@ fn round(
                 report.examples.extend(examples);
             }
             Message::Gradient { batch, sum } => {
-                assert_eq!(batch + 2, active.round, "gradient sums arrive in batch order");
+                assert_eq!(
+                    batch + 2,
+                    active.round,
+                    "gradient sums arrive in batch order"
+                );
                 match gradient.as_mut() {
                     Some(total) => total.merge(&sum),
                     None => gradient = Some(sum),
@@ -372,8 +400,18 @@ fn round(
         active.batches = active.examples_total.div_ceil(batch_size);
         let stats = report.model.histogram.stats();
         let examples = std::mem::take(&mut active.examples);
-        let scores = scale_and_score(active, &examples, &stats, options.scaler, &report.model.params);
-        let examples = if options.collect_examples { examples } else { Vec::new() };
+        let scores = scale_and_score(
+            active,
+            &examples,
+            &stats,
+            options.scaler,
+            &report.model.params,
+        );
+        let examples = if options.collect_examples {
+            examples
+        } else {
+            Vec::new()
+        };
         outgoing.push((0, Message::Scores { scores, examples }));
     } else if let Some(total) = gradient {
         let mean = total.mean().expect("a batch with letters has examples");
@@ -388,7 +426,15 @@ fn round(
     let batch = active.round - 1;
     if batch < active.batches {
         let sum = batch_gradient(active, batch, &report.model.params)?;
-        outgoing.extend((0..peers).map(|target| (target, Message::Gradient { batch, sum: sum.clone() })));
+        outgoing.extend((0..peers).map(|target| {
+            (
+                target,
+                Message::Gradient {
+                    batch,
+                    sum: sum.clone(),
+                },
+            )
+        }));
     }
     Ok(outgoing)
 }
@@ -423,7 +469,8 @@ fn batch_gradient(active: &Active, batch: u64, params: &Params) -> Result<GradSu
     let end = active.scaled.partition_point(|(b, _, _)| *b <= batch);
     let mut sum = GradSum::new(NUM_FEATURES);
     for (_, x, label) in &active.scaled[start..end] {
-        sum.add(params, x, *label).map_err(|error| format!("epoch {}: {error}", active.epoch))?;
+        sum.add(params, x, *label)
+            .map_err(|error| format!("epoch {}: {error}", active.epoch))?;
     }
     Ok(sum)
 }
