@@ -115,6 +115,16 @@ pub struct RunFlags {
     #[arg(short = 'h', long = "hostfile", value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
 
+    /// State directory: resume from the state saved there, if any, and save
+    /// the state there at the end, so that a later run with the next log
+    /// continues exactly.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+
+    /// Replay an input file the state has already consumed.
+    #[arg(long)]
+    pub force: bool,
+
     /// No progress lines (the final summary still prints).
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -155,6 +165,10 @@ pub struct RunConfig {
     pub process: usize,
     /// Process addresses, one per process, when `processes > 1`.
     pub addresses: Vec<String>,
+    /// As `--state`.
+    pub state: Option<PathBuf>,
+    /// As `--force`.
+    pub force: bool,
     /// Whether to print progress.
     pub progress: bool,
 }
@@ -229,6 +243,8 @@ impl RunFlags {
             processes: self.processes,
             process: self.process,
             addresses,
+            state: self.state,
+            force: self.force,
             progress: !self.quiet,
         })
     }

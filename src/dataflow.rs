@@ -20,9 +20,13 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
 
 use crate::clean::Binding;
+use crate::event::Kind;
 use crate::event::{Event, Reason};
-use crate::features::{self, Aggregate, Cleaned, Coll, FeatureOptions, Time, epoch_time};
+use crate::features::{
+    self, Aggregate, Cleaned, Coll, FeatureOptions, PairEvent, Time, epoch_time,
+};
 use crate::ingest::{InputFile, ShareReader};
+use crate::state::State;
 use crate::trainer::{self, Tally, TallyKind, TrainIn, TrainerOptions, TrainerReport};
 
 /// A rejected data row, as `quarantine.csv` reports it.
@@ -58,6 +62,8 @@ pub struct Plan {
     pub collect_aggregates: bool,
     /// Whether worker 0 prints progress.
     pub progress: bool,
+    /// The state a resumed run starts from.
+    pub resume: Option<Arc<State>>,
 }
 
 /// What worker 0 returns: everything the run writes.
@@ -77,60 +83,84 @@ pub struct Results {
 pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results>, String> {
     let index = worker.index();
     let peers = worker.peers();
-    let report = Rc::new(RefCell::new(
-        TrainerReport::new(&plan.trainer).map_err(|error| error.to_string())?,
-    ));
+    let mut fresh = TrainerReport::new(&plan.trainer).map_err(|error| error.to_string())?;
+    if let Some(state) = &plan.resume {
+        fresh.model = state.model.clone();
+    }
+    let report = Rc::new(RefCell::new(fresh));
     let quarantine = Rc::new(RefCell::new(Vec::new()));
     let aggregates = Rc::new(RefCell::new(HashMap::<Aggregate, isize>::new()));
 
-    let (mut events_in, mut tallies_in, mut rejects_in) = worker.dataflow::<Time, _, _>(|scope| {
-        let (events_in, events) = scope.new_collection::<Event, isize>();
-        let (tallies_in, tallies) = scope.new_collection::<Tally, isize>();
-        let (rejects_in, rejects) = scope.new_collection::<Rejected, isize>();
+    let (mut events_in, mut tallies_in, mut rejects_in, mut restored_in) = worker
+        .dataflow::<Time, _, _>(|scope| {
+            let (events_in, events) = scope.new_collection::<Event, isize>();
+            let (tallies_in, tallies) = scope.new_collection::<Tally, isize>();
+            let (rejects_in, rejects) = scope.new_collection::<Rejected, isize>();
+            let (restored_in, restored) = scope.new_collection::<PairEvent, isize>();
 
-        let streams = features::build(events, plan.features);
+            let streams = features::build(events, restored, plan.features);
 
-        // Every worker's trainer sees every tally; examples stay on their shard.
-        let tallies = tallies.concat(tally_cleaned(streams.cleaned));
-        let tallies = tallies.inner.broadcast().as_collection();
-        let train_in = streams
-            .examples
-            .map(TrainIn::Example)
-            .concat(tallies.map(TrainIn::Tally));
-        trainer::train(train_in, plan.trainer, report.clone());
+            // Every worker's trainer sees every tally; examples stay on their shard.
+            let tallies = tallies.concat(tally_cleaned(streams.cleaned));
+            let tallies = tallies.inner.broadcast().as_collection();
+            let train_in = streams
+                .examples
+                .map(TrainIn::Example)
+                .concat(tallies.map(TrainIn::Tally));
+            trainer::train(train_in, plan.trainer, report.clone());
 
-        // Quarantined rows and the final aggregates are written by worker 0.
-        let sink = quarantine.clone();
-        rejects.inner.sink(
-            Exchange::new(|_: &(Rejected, Time, isize)| 0),
-            "quarantine: gather",
-            move |(input, _)| {
-                input.for_each(|_, data| {
-                    for (rejected, _, diff) in data.drain(..) {
-                        if diff > 0 {
-                            sink.borrow_mut().push(rejected);
-                        }
-                    }
-                })
-            },
-        );
-        if plan.collect_aggregates {
-            let sink = aggregates.clone();
-            streams.aggregates.inner.sink(
-                Exchange::new(|_: &(Aggregate, Time, isize)| 0),
-                "features: gather",
+            // Quarantined rows and the final aggregates are written by worker 0.
+            let sink = quarantine.clone();
+            rejects.inner.sink(
+                Exchange::new(|_: &(Rejected, Time, isize)| 0),
+                "quarantine: gather",
                 move |(input, _)| {
                     input.for_each(|_, data| {
-                        let mut sink = sink.borrow_mut();
-                        for (aggregate, _, diff) in data.drain(..) {
-                            *sink.entry(aggregate).or_insert(0) += diff;
+                        for (rejected, _, diff) in data.drain(..) {
+                            if diff > 0 {
+                                sink.borrow_mut().push(rejected);
+                            }
                         }
                     })
                 },
             );
+            if plan.collect_aggregates {
+                // NB: a saved state needs the pair aggregates, so the run collects
+                // them whenever it saves one.
+                let sink = aggregates.clone();
+                streams.aggregates.inner.sink(
+                    Exchange::new(|_: &(Aggregate, Time, isize)| 0),
+                    "features: gather",
+                    move |(input, _)| {
+                        input.for_each(|_, data| {
+                            let mut sink = sink.borrow_mut();
+                            for (aggregate, _, diff) in data.drain(..) {
+                                *sink.entry(aggregate).or_insert(0) += diff;
+                            }
+                        })
+                    },
+                );
+            }
+            (events_in, tallies_in, rejects_in, restored_in)
+        });
+
+    // A resumed run enters its saved aggregates at the first open epoch, and
+    // rows of the closed epochs are late.
+    if let Some(state) = &plan.resume {
+        let open = epoch_time(state.last_epoch.map_or(0, |epoch| epoch + 1));
+        for (user, item, counts) in state.pairs.iter().skip(index).step_by(peers) {
+            for (kind, count) in Kind::ALL.into_iter().zip(counts) {
+                if *count > 0 {
+                    restored_in.update_at((*user, *item, kind), open, *count as isize);
+                }
+            }
         }
-        (events_in, tallies_in, rejects_in)
-    });
+        events_in.advance_to(open);
+        tallies_in.advance_to(open);
+        rejects_in.advance_to(open);
+        restored_in.advance_to(open);
+    }
+    drop(restored_in);
 
     // Feed this worker's share of every file.
     let started = Instant::now();
@@ -160,7 +190,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
                         Ok(parsed) => {
                             let event = parsed.event;
                             let epoch = (event.ts / bucket) as u64;
-                            if plan.lateness.is_some_and(|_| epoch_time(epoch) < time) {
+                            if epoch_time(epoch) < time {
                                 rejects_in.update_at(rejected(Reason::Late), time, 1);
                                 return;
                             }

@@ -99,8 +99,10 @@ pub enum Aggregate {
     User(u64, [u64; 4]),
     /// `item, [views, carts, purchases, users]`.
     Item(u64, [u64; 4]),
-    /// `user, item, [views, carts]`.
-    Pair(u64, u64, [u64; 2]),
+    /// `user, item`, and the pair's clean events of each kind, indexed by
+    /// `Kind as usize` (the features use views and carts; a saved state
+    /// keeps all five, since user and item aggregates derive from them).
+    Pair(u64, u64, [u64; 5]),
 }
 
 /// The outputs of the feature dataflow, per worker.
@@ -123,10 +125,18 @@ pub struct FeatureOptions {
     pub bot_threshold: u64,
 }
 
+/// A lagged clean event as the aggregates see it: `(user, item, kind)`.
+pub type PairEvent = (u64, u64, Kind);
+
 /// Builds cleaning, aggregates and examples over the accepted `events`
 /// (each at its epoch's time, once per row, duplicates included).
+///
+/// `restored` holds the lagged events of a resumed run, as counts per
+/// `(user, item, kind)` (the diff is the count), entered at the first epoch
+/// after the saved state's last one.
 pub fn build<'scope>(
     events: Coll<'scope, Event>,
+    restored: Coll<'scope, PairEvent>,
     options: FeatureOptions,
 ) -> FeatureStreams<'scope> {
     let bucket = options.bucket_ms;
@@ -161,7 +171,10 @@ pub fn build<'scope>(
     });
 
     // Aggregates as of the previous epoch: clean events count from the next epoch on.
-    let lagged = clean_events.delay(|time| time + EPOCH_STEP);
+    let lagged = clean_events
+        .map(|event| (event.user, event.item, event.kind))
+        .delay(|time| time + EPOCH_STEP)
+        .concat(restored);
 
     // Pairs active in the epoch, with their purchase flag (windowed).
     let active = cleaned_window.flat_map(move |(user, cleaned)| match cleaned {
@@ -255,8 +268,8 @@ enum PairIn {
 /// Output values of the pair reduce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum PairOut {
-    /// `[views, carts]` of the pair.
-    Feat([u64; 2]),
+    /// The pair's lagged event counts per kind.
+    Feat([u64; 5]),
     /// The pair part of an example of `epoch`.
     Example {
         epoch: u64,
@@ -333,21 +346,22 @@ fn kind_counts<'a, V: 'a>(
 }
 
 fn pair_stage<'scope>(
-    lagged: Coll<'scope, Event>,
+    lagged: Coll<'scope, PairEvent>,
     active: Coll<'scope, ((u64, u64), PairIn)>,
 ) -> Coll<'scope, ((u64, u64), PairOut)> {
     let input = lagged
-        .map(|event| ((event.user, event.item), PairIn::Kind(event.kind)))
+        .map(|(user, item, kind)| ((user, item), PairIn::Kind(kind)))
         .concat(active);
     reduce(input, "features: pairs", |_pair, input, output| {
         let counts = kind_counts(input.iter().map(|(v, r)| (*v, *r)), |v| match v {
             PairIn::Kind(kind) => Some(*kind),
             PairIn::Active(..) => None,
         });
-        let feat = counts.map_or([0, 0], |c| [c[Kind::View as usize], c[Kind::Cart as usize]]);
-        if counts.is_some() {
-            output.push((PairOut::Feat(feat), 1));
+        if let Some(counts) = counts {
+            output.push((PairOut::Feat(counts), 1));
         }
+        let counts = counts.unwrap_or_default();
+        let feat = [counts[Kind::View as usize], counts[Kind::Cart as usize]];
         // Active values of one epoch only (the window); the label is any purchase.
         let mut activity: Option<(u64, bool)> = None;
         for (value, _) in input {
@@ -370,7 +384,7 @@ fn pair_stage<'scope>(
 }
 
 fn user_stage<'scope>(
-    lagged: Coll<'scope, Event>,
+    lagged: Coll<'scope, PairEvent>,
     pairs: Coll<'scope, ((u64, u64), PairOut)>,
 ) -> Coll<'scope, (u64, UserOut)> {
     let from_pairs = pairs.map(|((user, item), out)| match out {
@@ -386,7 +400,7 @@ fn user_stage<'scope>(
         ),
     });
     let input = lagged
-        .map(|event| (event.user, UserIn::Kind(event.kind)))
+        .map(|(user, _, kind)| (user, UserIn::Kind(kind)))
         .concat(from_pairs);
     reduce(input, "features: users", |_user, input, output| {
         let counts = kind_counts(input.iter().map(|(v, r)| (*v, *r)), |v| match v {
@@ -433,7 +447,7 @@ fn user_stage<'scope>(
 }
 
 fn item_stage<'scope>(
-    lagged: Coll<'scope, Event>,
+    lagged: Coll<'scope, PairEvent>,
     pairs: Coll<'scope, ((u64, u64), PairOut)>,
     users: Coll<'scope, (u64, UserOut)>,
 ) -> Coll<'scope, (u64, ItemOut)> {
@@ -461,7 +475,7 @@ fn item_stage<'scope>(
         )),
     });
     let input = lagged
-        .map(|event| (event.item, ItemIn::Kind(event.kind)))
+        .map(|(_, item, kind)| (item, ItemIn::Kind(kind)))
         .concat(from_pairs)
         .concat(from_users);
     reduce(input, "features: items", |item, input, output| {
@@ -692,11 +706,12 @@ mod tests {
             let probe = Handle::new();
             let mut input = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, events) = scope.new_collection::<Event, isize>();
+                let (_restored_input, restored) = scope.new_collection::<PairEvent, isize>();
                 let options = FeatureOptions {
                     bucket_ms: BUCKET,
                     bot_threshold: threshold,
                 };
-                build(events, options)
+                build(events, restored, options)
                     .examples
                     .inspect(move |(example, _, diff)| {
                         *sink.lock().unwrap().entry(example.clone()).or_default() += diff;

@@ -19,5 +19,6 @@ pub mod report;
 pub mod run;
 pub mod scaler;
 pub mod spec;
+pub mod state;
 mod time;
 pub mod trainer;

@@ -315,7 +315,7 @@ fn write_features(dir: &Path, aggregates: &[Aggregate]) -> io::Result<()> {
             "pairs.csv",
             "user,item,p_views,p_carts",
             rows(|a| match a {
-                Aggregate::Pair(user, item, [v, c]) => Some(format!("{user},{item},{v},{c}")),
+                Aggregate::Pair(user, item, [v, c, ..]) => Some(format!("{user},{item},{v},{c}")),
                 _ => None,
             }),
         ),

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use crate::cli::RunConfig;
 use crate::dataflow::{self, Plan, Results};
-use crate::features::FeatureOptions;
+use crate::features::{Aggregate, FeatureOptions};
 use crate::ingest::{self, InputFile};
 use crate::report::{self, RunFacts, Summary};
 use crate::spec::Spec;
+use crate::state::{self, Fingerprint, FixedOptions, State};
 use crate::trainer::TrainerOptions;
 
 /// The embedded default input: the first 10,000 rows of a real Taobao
@@ -39,6 +40,9 @@ pub enum RunError {
     /// An output could not be written.
     #[error("{0}")]
     Output(#[from] std::io::Error),
+    /// The saved state cannot be used with this run.
+    #[error("{0}")]
+    State(String),
 }
 
 /// Runs the job. Returns the summary when this process wrote the outputs (the one holding worker 0), `None` on the other processes.
@@ -107,6 +111,44 @@ fn run_on(
         bindings.push(binding);
     }
 
+    // A saved state: same fixed options, and no input it has consumed already.
+    let fixed = FixedOptions {
+        spec: spec.name().to_string(),
+        bucket_ms: config.bucket_ms,
+        bot_threshold: config.bot_threshold,
+        scaler: config.scaler,
+        optimizer: config.optimizer,
+    };
+    let fingerprints = paths
+        .iter()
+        .zip(&names)
+        .map(|(path, name)| Fingerprint::of(path, name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| RunError::Input(format!("cannot read an input: {err}")))?;
+    let resume = match &config.state {
+        Some(dir) => state::load(dir).map_err(|err| RunError::State(err.to_string()))?,
+        None => None,
+    };
+    if let Some(saved) = &resume {
+        check_resume(
+            saved,
+            &fixed,
+            &fingerprints,
+            config.force,
+            config.state.as_deref(),
+        )?;
+        if announce {
+            let last = saved
+                .last_epoch
+                .map_or("none".to_string(), |epoch| epoch.to_string());
+            eprintln!(
+                "resuming: last closed epoch {last}, {} pairs",
+                saved.pairs.len()
+            );
+        }
+    }
+    let resume = resume.map(Arc::new);
+
     let plan = Arc::new(Plan {
         files,
         bindings,
@@ -121,8 +163,9 @@ fn run_on(
             scaler: config.scaler,
             collect_examples: config.emit_examples,
         },
-        collect_aggregates: config.emit_features,
+        collect_aggregates: config.emit_features || config.state.is_some(),
         progress: config.progress,
+        resume: resume.clone(),
     });
 
     let results = execute(config, plan)?;
@@ -140,12 +183,60 @@ fn run_on(
         workers: config.workers * config.processes,
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok(Some(report::write_all(
-        &config.out,
-        config,
-        &results,
-        &facts,
-    )?))
+    let summary = report::write_all(&config.out, config, &results, &facts)?;
+    if let Some(dir) = &config.state {
+        let mut files = resume.map(|saved| saved.files.clone()).unwrap_or_default();
+        files.extend(fingerprints);
+        let saved = State {
+            options: fixed,
+            last_epoch: results.report.model.last_epoch,
+            files,
+            model: results.report.model.clone(),
+            pairs: results
+                .aggregates
+                .iter()
+                .filter_map(|aggregate| match aggregate {
+                    Aggregate::Pair(user, item, counts) => Some((*user, *item, *counts)),
+                    _ => None,
+                })
+                .collect(),
+        };
+        state::save(dir, &saved).map_err(|err| RunError::State(err.to_string()))?;
+    }
+    Ok(Some(summary))
+}
+
+/// Refuses a resume that would change a fixed option or replay a consumed file.
+fn check_resume(
+    saved: &State,
+    fixed: &FixedOptions,
+    fingerprints: &[Fingerprint],
+    force: bool,
+    dir: Option<&Path>,
+) -> Result<(), RunError> {
+    let dir = dir.map(|dir| dir.display().to_string()).unwrap_or_default();
+    if let Some((flag, now, then)) = fixed.first_difference(&saved.options) {
+        return Err(RunError::State(format!(
+            "{flag} is {now} but the state in {dir} was saved with {then}; a resumed run must \
+             keep it (or use another --state directory)"
+        )));
+    }
+    if !force {
+        for fingerprint in fingerprints {
+            if let Some(seen) = saved
+                .files
+                .iter()
+                .find(|seen| seen.same_content(fingerprint))
+            {
+                return Err(RunError::State(format!(
+                    "{} was already consumed by the state in {dir} (as {}); pass --force to \
+                     replay it anyway",
+                    fingerprint.name, seen.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The spec named by `--spec`, or the built-in one whose first line matches

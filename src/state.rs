@@ -1,0 +1,397 @@
+//! Saving a run's state and resuming from it with the next day's log.
+//!
+//! A state holds what the next run needs to continue exactly, and nothing
+//! that grows with history: the clean-event counts of every (user, item,
+//! kind) as of the last closed epoch (user and item aggregates derive from
+//! them), the model with its optimizer state and the scaler's histogram, the
+//! last closed epoch, the options that must not change, and a fingerprint of
+//! every input file consumed. Every epoch seen is closed when a run ends, so
+//! no dedup or bot state of open epochs remains; rows of a new log that fall
+//! in a closed epoch are rejected as `late`.
+//!
+//! On disk, `DIR/state.bin` is: the magic bytes `DELTAREC-STATE\n`, a format
+//! version (u32, little-endian), the payload length (u64), the payload's
+//! CRC-32 (u32), then the payload (bincode). It is written to a temporary
+//! file, synced, and renamed; the previous state is kept as `state.prev.bin`
+//! first, so a crash while saving leaves a good state behind.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::OptimizerConfig;
+use crate::scaler::ScalerKind;
+use crate::trainer::ModelState;
+
+/// The bytes a state file starts with.
+const MAGIC: &[u8] = b"DELTAREC-STATE\n";
+
+/// The version of the payload layout this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The options a resumed run must share with the run that saved the state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FixedOptions {
+    /// The spec's name.
+    pub spec: String,
+    /// Epoch width.
+    pub bucket_ms: i64,
+    /// Bot threshold.
+    pub bot_threshold: u64,
+    /// Feature scaling.
+    pub scaler: ScalerKind,
+    /// Optimizer, rates and batch size.
+    pub optimizer: OptimizerConfig,
+}
+
+impl FixedOptions {
+    /// The first option that differs from `saved`, as a flag name and the two
+    /// values.
+    pub fn first_difference(&self, saved: &FixedOptions) -> Option<(&'static str, String, String)> {
+        let pairs = [
+            ("--spec", self.spec.clone(), saved.spec.clone()),
+            (
+                "--bucket",
+                format!("{}ms", self.bucket_ms),
+                format!("{}ms", saved.bucket_ms),
+            ),
+            (
+                "--bot-threshold",
+                self.bot_threshold.to_string(),
+                saved.bot_threshold.to_string(),
+            ),
+            (
+                "--scaler",
+                self.scaler.name().into(),
+                saved.scaler.name().into(),
+            ),
+            (
+                "--optimizer",
+                self.optimizer.kind.name().into(),
+                saved.optimizer.kind.name().into(),
+            ),
+            (
+                "--lr",
+                self.optimizer.lr.to_string(),
+                saved.optimizer.lr.to_string(),
+            ),
+            (
+                "--l2",
+                self.optimizer.l2.to_string(),
+                saved.optimizer.l2.to_string(),
+            ),
+            (
+                "--l1",
+                self.optimizer.l1.to_string(),
+                saved.optimizer.l1.to_string(),
+            ),
+            (
+                "--batch-size",
+                self.optimizer.batch_size.to_string(),
+                saved.optimizer.batch_size.to_string(),
+            ),
+        ];
+        pairs.into_iter().find(|(_, now, then)| now != then)
+    }
+}
+
+/// Identifies an input file without keeping it: its length and a hash of its
+/// first and last 64 KiB.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// The file as it was named.
+    pub name: String,
+    /// Its length in bytes.
+    pub len: u64,
+    /// CRC-32 of the head and tail.
+    pub sample_crc: u32,
+}
+
+impl Fingerprint {
+    /// Fingerprints the file at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub fn of(path: &Path, name: &str) -> io::Result<Fingerprint> {
+        use std::io::{Seek, SeekFrom};
+        const SAMPLE: u64 = 64 << 10;
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = Vec::new();
+        (&mut file).take(SAMPLE).read_to_end(&mut buf)?;
+        hasher.update(&buf);
+        if len > SAMPLE {
+            buf.clear();
+            file.seek(SeekFrom::Start(len.saturating_sub(SAMPLE).max(SAMPLE)))?;
+            file.read_to_end(&mut buf)?;
+            hasher.update(&buf);
+        }
+        Ok(Fingerprint {
+            name: name.to_string(),
+            len,
+            sample_crc: hasher.finalize(),
+        })
+    }
+
+    /// Whether two fingerprints describe the same content (names may differ).
+    pub fn same_content(&self, other: &Fingerprint) -> bool {
+        self.len == other.len && self.sample_crc == other.sample_crc
+    }
+}
+
+/// Everything a resumed run starts from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    /// Options that must not change.
+    pub options: FixedOptions,
+    /// Every epoch up to this one is closed.
+    pub last_epoch: Option<u64>,
+    /// Every input file consumed so far.
+    pub files: Vec<Fingerprint>,
+    /// The model, its optimizer state and the scaler histogram.
+    pub model: ModelState,
+    /// Clean-event counts per (user, item), indexed by `Kind as usize`.
+    pub pairs: Vec<(u64, u64, [u64; 5])>,
+}
+
+/// Why a state could not be loaded or saved. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The file is not a complete, intact state of this format.
+    #[error("{path}: {problem}; {remedy}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What the user can do.
+        remedy: String,
+    },
+}
+
+/// Where the current state lives in `dir`.
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.bin")
+}
+
+/// Where the previous state is kept in `dir`.
+pub fn previous_path(dir: &Path) -> PathBuf {
+    dir.join("state.prev.bin")
+}
+
+/// Loads the state in `dir`, or `None` when there is none yet.
+///
+/// # Errors
+/// When the file is unreadable, truncated, corrupted or of another version.
+pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
+    let path = state_path(dir);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Io { path, source }),
+    };
+    decode(&bytes).map(Some).map_err(|problem| {
+        let remedy = if previous_path(dir).exists() {
+            format!(
+                "the previous state {} is intact if this one is not: move it to {} to \
+                 resume from it",
+                previous_path(dir).display(),
+                path.display()
+            )
+        } else {
+            "remove the state directory to start afresh".to_string()
+        };
+        StateError::Invalid {
+            path,
+            problem,
+            remedy,
+        }
+    })
+}
+
+/// Decodes a state file's bytes.
+fn decode(bytes: &[u8]) -> Result<State, String> {
+    let header = MAGIC.len() + 4 + 8 + 4;
+    if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("not a deltarec state file (bad magic bytes or truncated header)".into());
+    }
+    let field = |at: usize, width: usize| &bytes[MAGIC.len() + at..MAGIC.len() + at + width];
+    let version = u32::from_le_bytes(field(0, 4).try_into().expect("four bytes"));
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "state format version {version}, but this deltarec reads version {FORMAT_VERSION}"
+        ));
+    }
+    let len = u64::from_le_bytes(field(4, 8).try_into().expect("eight bytes"));
+    let crc = u32::from_le_bytes(field(12, 4).try_into().expect("four bytes"));
+    let payload = &bytes[header..];
+    if payload.len() as u64 != len {
+        return Err(format!(
+            "truncated: {} payload bytes of {len}",
+            payload.len()
+        ));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err("corrupted: checksum mismatch".into());
+    }
+    bincode::deserialize(payload).map_err(|err| format!("corrupted: {err}"))
+}
+
+/// Saves `state` into `dir` atomically, keeping the previous state.
+///
+/// # Errors
+/// When the directory or a file cannot be written.
+pub fn save(dir: &Path, state: &State) -> Result<(), StateError> {
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Io { path, source }
+    };
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let payload = bincode::serialize(state).expect("a state always serialises");
+    let path = state_path(dir);
+    let temporary = dir.join(format!(".state.bin.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut file = File::create(&temporary)?;
+        file.write_all(MAGIC)?;
+        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        file.write_all(&(payload.len() as u64).to_le_bytes())?;
+        file.write_all(&crc32fast::hash(&payload).to_le_bytes())?;
+        file.write_all(&payload)?;
+        file.sync_all()
+    })();
+    if let Err(source) = written {
+        let _ = fs::remove_file(&temporary);
+        return Err(StateError::Io {
+            path: temporary,
+            source,
+        });
+    }
+    if path.exists() {
+        fs::rename(&path, previous_path(dir)).map_err(io_error(&path))?;
+    }
+    fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    // Make the renames themselves durable.
+    if let Ok(directory) = File::open(dir) {
+        let _ = directory.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Optimizer, Params};
+    use crate::scaler::Histogram;
+
+    fn sample_state() -> State {
+        let options = FixedOptions {
+            spec: "taobao".into(),
+            bucket_ms: 86_400_000,
+            bot_threshold: 1000,
+            scaler: ScalerKind::ZScore,
+            optimizer: OptimizerConfig::default(),
+        };
+        let mut histogram = Histogram::default();
+        histogram.add(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        State {
+            model: ModelState {
+                params: Params::zeros(10),
+                optimizer: Optimizer::new(options.optimizer, 10).unwrap(),
+                histogram,
+                last_epoch: Some(17_500),
+            },
+            options,
+            last_epoch: Some(17_500),
+            files: vec![Fingerprint {
+                name: "day1.csv".into(),
+                len: 10,
+                sample_crc: 7,
+            }],
+            pairs: vec![(1, 2, [3, 0, 0, 1, 0]), (4, 5, [0, 0, 0, 0, 2])],
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("deltarec-state-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_saved_state_loads_back_equal() {
+        let dir = temp_dir("roundtrip");
+        assert!(load(&dir).unwrap().is_none());
+        let state = sample_state();
+        save(&dir, &state).unwrap();
+        let loaded = load(&dir).unwrap().unwrap();
+        assert_eq!(loaded.pairs, state.pairs);
+        assert_eq!(loaded.options, state.options);
+        assert_eq!(loaded.model.histogram, state.model.histogram);
+        assert_eq!(loaded.files, state.files);
+    }
+
+    #[test]
+    fn truncated_corrupted_and_foreign_versions_are_refused() {
+        let dir = temp_dir("damage");
+        save(&dir, &sample_state()).unwrap();
+        save(&dir, &sample_state()).unwrap();
+        let good = fs::read(state_path(&dir)).unwrap();
+
+        let damaged: Vec<(Vec<u8>, &str)> = vec![
+            (good[..good.len() - 3].to_vec(), "truncated"),
+            (good[..10].to_vec(), "truncated header"),
+            (
+                {
+                    let mut flipped = good.clone();
+                    let last = flipped.len() - 1;
+                    flipped[last] ^= 0x40;
+                    flipped
+                },
+                "checksum mismatch",
+            ),
+            (
+                {
+                    let mut version = good.clone();
+                    version[MAGIC.len()] = 9;
+                    version
+                },
+                "version 9",
+            ),
+        ];
+        for (bytes, expected) in damaged {
+            fs::write(state_path(&dir), &bytes).unwrap();
+            let error = load(&dir).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(
+                error.contains("state.prev.bin"),
+                "names the previous state: {error}"
+            );
+            assert!(!error.contains('\n'));
+        }
+        // The previous state is intact and loads.
+        fs::rename(previous_path(&dir), state_path(&dir)).unwrap();
+        assert!(load(&dir).unwrap().is_some());
+    }
+
+    #[test]
+    fn option_changes_are_named() {
+        let saved = sample_state().options;
+        let mut now = saved.clone();
+        assert_eq!(now.first_difference(&saved), None);
+        now.bucket_ms = 3_600_000;
+        let (flag, _, _) = now.first_difference(&saved).unwrap();
+        assert_eq!(flag, "--bucket");
+    }
+}
