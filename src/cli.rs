@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Replay event logs: clean, aggregate, build leak-free examples, train.
     #[command(disable_help_flag = true)]
-    Run(RunFlags),
+    Run(Box<RunFlags>),
     /// List the built-in dataflow specs (input formats).
     Specs,
 }

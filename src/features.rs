@@ -4,25 +4,27 @@
 //! Times are event epochs: an event of epoch `e` enters at time
 //! [`epoch_time`]`(e)`. Two shapes of collection appear below.
 //!
-//! * **Windowed**: at time `epoch_time(e)` it holds what belongs to epoch `e`
-//!   alone (its events, its examples); everything is retracted one epoch
-//!   later. Deduplication and bot detection are per epoch, so they run on
-//!   windowed collections, whose arrangements compact away once an epoch is
-//!   closed: their state is bounded by the open epochs.
 //! * **Cumulative**: at time `epoch_time(e)` it holds everything up to `e`.
 //!   The aggregates are cumulative, fed by the clean events delayed by one
 //!   epoch, so at time `epoch_time(e)` they are the aggregates *as of the end
 //!   of epoch `e - 1`*: exactly what an example of epoch `e` may see.
+//! * **Windowed**: at time `epoch_time(e)` it holds what belongs to epoch `e`
+//!   alone (its active pairs, its examples); everything is retracted one
+//!   epoch later, so the arrangements holding it compact away.
 //!
-//! A windowed collection becomes cumulative by keeping only the updates made
-//! at the record's own epoch time ([`at_own_epoch`]): its content at
-//! `epoch_time(e)` is final, and the later retraction is dropped.
+//! Deduplication and bot detection are per user and epoch; a timely operator
+//! does them once an epoch is complete, so each clean event enters the
+//! aggregates once and only the open epochs' rows are held.
 //!
 //! The example of a pair active in epoch `e` is assembled by three reduces,
 //! keyed by pair, user and item in turn. Each reduce holds the key's lagged
 //! kind counts (at most five values per key, with multiplicities) beside the
 //! partial examples passing through it, so cold starts are just empty counts,
-//! and no outer join is needed.
+//! and no outer join is needed. The examples leave windowed; keeping only the
+//! updates made at an example's own epoch time ([`at_own_epoch`]) gives each
+//! example once.
+
+use std::collections::BTreeMap;
 
 use differential_dataflow::VecCollection;
 use differential_dataflow::operators::arrange::Arranged;
@@ -143,23 +145,9 @@ pub fn build<'scope>(
     let epoch_of = move |ts: i64| (ts / bucket) as u64;
 
     // Per-epoch view of the rows: each row is retracted one epoch after it enters.
-    let window = events
-        .clone()
-        .concat(events.negate().delay(|time| time + EPOCH_STEP));
-
-    // Deduplicate and exclude bots, per user and epoch.
-    let cleaned_window = clean(window, options);
-
-    // Clean events and bot notes, each once, for counting and the aggregates.
-    let cleaned =
-        at_own_epoch(
-            cleaned_window.clone(),
-            "clean: own epoch",
-            move |cleaned| match cleaned {
-                (_, Cleaned::Event(ts, _, _)) => epoch_of(*ts),
-                (_, Cleaned::Bot { epoch, .. }) => *epoch,
-            },
-        );
+    // Deduplicate and exclude bots, per user and epoch: each clean event and
+    // bot note once, at its epoch's time.
+    let cleaned = clean(events, options);
     let clean_events = cleaned.clone().flat_map(|(user, cleaned)| match cleaned {
         Cleaned::Event(ts, item, kind) => Some(Event {
             ts,
@@ -177,13 +165,18 @@ pub fn build<'scope>(
         .concat(restored);
 
     // Pairs active in the epoch, with their purchase flag (windowed).
-    let active = cleaned_window.flat_map(move |(user, cleaned)| match cleaned {
-        Cleaned::Event(ts, item, kind) => Some((
-            (user, item),
-            PairIn::Active(epoch_of(ts), kind == Kind::Purchase),
-        )),
-        Cleaned::Bot { .. } => None,
-    });
+    let active = cleaned
+        .clone()
+        .flat_map(move |(user, cleaned)| match cleaned {
+            Cleaned::Event(ts, item, kind) => Some((
+                (user, item),
+                PairIn::Active(epoch_of(ts), kind == Kind::Purchase),
+            )),
+            Cleaned::Bot { .. } => None,
+        });
+    let active = active
+        .clone()
+        .concat(active.negate().delay(|time| time + EPOCH_STEP));
 
     let pairs = pair_stage(lagged.clone(), active);
     let users = user_stage(lagged.clone(), pairs.clone());
@@ -220,40 +213,86 @@ pub fn build<'scope>(
     }
 }
 
-/// Deduplicates the windowed rows of each user and drops the users that are
-/// bots in the epoch. Output is windowed and keyed by user.
+/// Deduplicates each user's rows of an epoch and drops the users that are
+/// bots in it, once the epoch is complete. Emits every clean event and bot
+/// note once, at its epoch's time (cumulative), keyed by user.
+///
+/// NB: the rows are an insert-only stream (a reader never retracts a row), so
+/// an epoch's rows are final once the frontier has passed its time, and the
+/// epoch can be cleaned in one pass: sort, drop repeats, count per user. The
+/// rows are then released, so this state is bounded by the open epochs.
 fn clean<'scope>(
-    window: Coll<'scope, Event>,
+    events: Coll<'scope, Event>,
     options: FeatureOptions,
 ) -> Coll<'scope, (u64, Cleaned)> {
+    use differential_dataflow::AsCollection;
+    use timely::dataflow::channels::pact::Exchange;
+    use timely::dataflow::operators::Capability;
+
     let bucket = options.bucket_ms;
     let threshold = options.bot_threshold;
-    let by_user = window.map(|event| (event.user, (event.ts, event.item, event.kind)));
-    reduce(
-        by_user,
-        "clean: dedup and bots",
-        move |_user, input, output| {
-            // The window holds one epoch at a time, so the distinct values are the
-            // user's de-duplicated events of that epoch.
-            let distinct = input.len() as u64;
-            if threshold > 0 && distinct > threshold {
-                let epoch = (input[0].0.0 / bucket) as u64;
-                output.push((
-                    Cleaned::Bot {
-                        epoch,
-                        excluded: distinct,
-                    },
-                    1,
-                ));
-            } else {
-                output.extend(
-                    input
-                        .iter()
-                        .map(|((ts, item, kind), _)| (Cleaned::Event(*ts, *item, *kind), 1)),
-                );
+    let by_user = Exchange::new(|(event, _, _): &(Event, Time, isize)| spread(event.user));
+    events
+        .inner
+        .unary_frontier(by_user, "clean: dedup and bots", move |_, _| {
+            let mut open: BTreeMap<Time, (Capability<Time>, Vec<Event>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (event, time, diff) in data.drain(..) {
+                        debug_assert!(diff > 0, "rows are only ever inserted");
+                        let (_, rows) = open
+                            .entry(time)
+                            .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                        rows.extend(std::iter::repeat_n(event, diff.max(0) as usize));
+                    }
+                });
+                while let Some(entry) = open.first_entry() {
+                    if frontier.frontier().less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, (capability, rows)) = entry.remove_entry();
+                    let mut session = output.session(&capability);
+                    for (user, cleaned) in clean_epoch(rows, bucket, threshold) {
+                        session.give(((user, cleaned), time, 1));
+                    }
+                }
             }
-        },
-    )
+        })
+        .as_collection()
+}
+
+/// Cleans one epoch's rows: the distinct events of each user, or one bot
+/// note for a user with more than `threshold` of them (0: no bot rule).
+fn clean_epoch(mut rows: Vec<Event>, bucket: i64, threshold: u64) -> Vec<(u64, Cleaned)> {
+    rows.sort_unstable_by_key(|event| (event.user, event.ts, event.item, event.kind));
+    rows.dedup();
+    let mut cleaned = Vec::with_capacity(rows.len());
+    for user_rows in rows.chunk_by(|a, b| a.user == b.user) {
+        let user = user_rows[0].user;
+        let distinct = user_rows.len() as u64;
+        if threshold > 0 && distinct > threshold {
+            let epoch = (user_rows[0].ts / bucket) as u64;
+            cleaned.push((
+                user,
+                Cleaned::Bot {
+                    epoch,
+                    excluded: distinct,
+                },
+            ));
+        } else {
+            cleaned.extend(
+                user_rows
+                    .iter()
+                    .map(|e| (user, Cleaned::Event(e.ts, e.item, e.kind))),
+            );
+        }
+    }
+    cleaned
+}
+
+/// Spreads ids over workers: consecutive ids land on different workers.
+fn spread(id: u64) -> u64 {
+    crate::model::batch::splitmix64(id)
 }
 
 /// Input values of the pair reduce.

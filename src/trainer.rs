@@ -159,7 +159,7 @@ enum Message {
     Hello {
         examples: u64,
         positives: u64,
-        histogram: Histogram,
+        histogram: Box<Histogram>,
     },
     /// Round 1, to worker 0: scores (and, when collecting, the examples).
     Scores {
@@ -315,7 +315,7 @@ impl Active {
         Message::Hello {
             examples: self.examples.len() as u64,
             positives,
-            histogram,
+            histogram: Box::new(histogram),
         }
     }
 }

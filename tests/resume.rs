@@ -289,7 +289,7 @@ fn changed_options_and_replayed_files_are_refused() {
         &[
             "--spec", "taobao", "--state", state, "--out", out, "--bucket", "1h",
         ],
-        &[day2.clone()],
+        std::slice::from_ref(&day2),
     );
     assert!(error.contains("--bucket"), "{error}");
     let error = failure(
@@ -303,14 +303,14 @@ fn changed_options_and_replayed_files_are_refused() {
             "--optimizer",
             "adam",
         ],
-        &[day2.clone()],
+        std::slice::from_ref(&day2),
     );
     assert!(error.contains("--optimizer"), "{error}");
 
     let day1 = dir.path().join("day-1.csv");
     let error = failure(
         &["--spec", "taobao", "--state", state, "--out", out],
-        &[day1.clone()],
+        std::slice::from_ref(&day1),
     );
     assert!(
         error.contains("already consumed") && error.contains("--force"),
