@@ -25,6 +25,7 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// NB: `Run` dwarfs `Specs`, but a `Command` is built once per process.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Replay event logs: clean, aggregate, build leak-free examples, train.
@@ -125,6 +126,10 @@ pub struct RunFlags {
     #[arg(long)]
     pub force: bool,
 
+    /// Cluster mode: seconds to wait for every peer to connect (> 0).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub connect_timeout: u64,
+
     /// No progress lines (the final summary still prints).
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -169,6 +174,8 @@ pub struct RunConfig {
     pub state: Option<PathBuf>,
     /// As `--force`.
     pub force: bool,
+    /// How long the connection phase of cluster mode may take (> 0).
+    pub connect_timeout: std::time::Duration,
     /// Whether to print progress.
     pub progress: bool,
 }
@@ -223,6 +230,9 @@ impl RunFlags {
                 self.processes
             ));
         }
+        if self.connect_timeout == 0 {
+            return Err("--connect-timeout 0: peers need time to connect; use 1 or more".into());
+        }
         let addresses = if self.processes > 1 {
             read_hostfile(self.hostfile.as_deref(), self.processes)?
         } else {
@@ -245,6 +255,7 @@ impl RunFlags {
             addresses,
             state: self.state,
             force: self.force,
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout),
             progress: !self.quiet,
         })
     }
@@ -277,11 +288,26 @@ fn read_hostfile(path: Option<&std::path::Path>, processes: usize) -> Result<Vec
     if let Some(bad) = addresses
         .iter()
         .take(processes)
-        .find(|address| !address.contains(':'))
+        .find(|address| !is_host_port(address))
     {
-        return Err(format!("-h {}: {bad:?} is not host:port", path.display()));
+        return Err(format!(
+            "-h {}: {bad:?} is not host:port (a host name or IP address, a colon, a port \
+             from 1 to 65535)",
+            path.display()
+        ));
     }
     Ok(addresses.into_iter().take(processes).collect())
+}
+
+/// Whether `address` reads as `host:port`, as in `node1:2101`, `10.0.0.5:2101`
+/// or `[::1]:2101`; the host is resolved only when connecting.
+fn is_host_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && !host.contains(char::is_whitespace)
+        && port.parse::<u16>().is_ok_and(|port| port > 0)
 }
 
 /// Parses `1d`, `2h`, `15m`, `30s`, `500ms` or a plain number of milliseconds.
@@ -362,6 +388,7 @@ mod tests {
             (&["--batch-size", "0"][..], "--batch-size"),
             (&["-w", "0"][..], "-w"),
             (&["-n", "2", "-p", "2"][..], "-p"),
+            (&["--connect-timeout", "0"][..], "--connect-timeout"),
         ] {
             let error = flags(args).unwrap_err();
             assert!(error.contains(flag), "{args:?}: {error}");
@@ -377,5 +404,20 @@ mod tests {
         assert_eq!(config.addresses, ["127.0.0.1:4000", "127.0.0.1:4001"]);
         let error = flags(&["-n", "3", "-h", path.to_str().unwrap()]).unwrap_err();
         assert!(error.contains("has 2 addresses but -n is 3"), "{error}");
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:http",
+            ":4000",
+            "127.0.0.1:0",
+            "a b:1",
+            "h:70000",
+        ] {
+            std::fs::write(&path, format!("127.0.0.1:4000\n{bad}\n")).unwrap();
+            let error = flags(&["-n", "2", "-h", path.to_str().unwrap()]).unwrap_err();
+            assert!(error.contains("is not host:port"), "{bad}: {error}");
+        }
+        std::fs::write(&path, "localhost:4000\n[::1]:4001\n").unwrap();
+        assert!(flags(&["-n", "2", "-h", path.to_str().unwrap()]).is_ok());
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod clean;
 pub mod cli;
+pub mod cluster;
 pub mod dataflow;
 pub mod evaluate;
 pub mod event;

@@ -2,11 +2,15 @@
 //! (threads, and processes in cluster mode), and has the process that holds
 //! worker 0 write the outputs and the summary.
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use timely::communication::allocator::AllocatorBuilder;
+
 use crate::cli::RunConfig;
+use crate::cluster::{self, Failure, Hello};
 use crate::dataflow::{self, Plan, Results};
 use crate::features::{Aggregate, FeatureOptions};
 use crate::ingest::{self, InputFile};
@@ -34,6 +38,9 @@ pub enum RunError {
     /// timely could not start or a worker failed.
     #[error("{0}")]
     Workers(String),
+    /// Cluster mode: a peer could not be reached, disagrees, or was lost.
+    #[error("{0}")]
+    Cluster(String),
     /// Training stopped on a non-finite value.
     #[error("training stopped: {0}")]
     Training(String),
@@ -168,7 +175,8 @@ fn run_on(
         resume: resume.clone(),
     });
 
-    let results = execute(config, plan)?;
+    let job = job_fingerprint(config, &spec, &plan);
+    let results = execute(config, plan, job)?;
     let Some(results) = results else {
         return Ok(None);
     };
@@ -283,41 +291,101 @@ fn choose_spec(named: Option<&str>, paths: &[PathBuf], names: &[String]) -> Resu
     Ok(spec)
 }
 
-/// Starts the workers of this process and waits for them.
-fn execute(config: &RunConfig, plan: Arc<Plan>) -> Result<Option<Results>, RunError> {
-    use timely::{CommunicationConfig, WorkerConfig};
-    let communication = if config.processes > 1 {
-        CommunicationConfig::Cluster {
-            threads: config.workers,
-            process: config.process,
-            addresses: config.addresses.clone(),
-            report: false,
-            zerocopy: false,
-        }
-    } else if config.workers > 1 {
-        CommunicationConfig::Process(config.workers)
-    } else {
-        CommunicationConfig::Thread
-    };
-    let timely_config = timely::Config {
-        communication,
-        worker: WorkerConfig::default(),
-    };
-    let guards = timely::execute(timely_config, move |worker| {
-        dataflow::run_worker(worker, plan.clone())
-    })
+/// Starts the workers of this process, after connecting to its peers in
+/// cluster mode, and waits for them or for the first failure.
+///
+/// Every process runs the same dataflow over its share of every file; only
+/// the process holding worker 0 gets [`Results`]. A broken connection, a
+/// worker that panics or cannot read its input, makes every process of the
+/// job return an error within about [`cluster::POLL`] of noticing it.
+fn execute(config: &RunConfig, plan: Arc<Plan>, job: u64) -> Result<Option<Results>, RunError> {
+    cluster::arm();
+    let (builders, others) = allocators(config, job)?;
+    let guards = timely::execute::execute_from(
+        builders,
+        others,
+        timely::WorkerConfig::default(),
+        move |worker| {
+            dataflow::run_worker(worker, plan.clone()).unwrap_or_else(|error| cluster::hold(error))
+        },
+    )
     .map_err(|err| RunError::Workers(format!("cannot start the workers: {err}")))?;
 
+    let outcomes = cluster::wait_for_workers(guards).map_err(|failure| match failure {
+        Failure::Peer { process, cause } => RunError::Cluster(format!(
+            "lost the connection to process {process} at {} ({cause}); it stopped or became \
+             unreachable, see its own error",
+            config.addresses[process]
+        )),
+        Failure::Worker { local, message } => RunError::Workers(format!(
+            "worker {} failed: {message}",
+            config.process * config.workers + local
+        )),
+        Failure::WorkerError(error) => RunError::Input(error),
+    })?;
     let mut results = None;
-    for outcome in guards.join() {
+    for outcome in outcomes {
         match outcome {
-            Ok(Ok(Some(found))) => results = Some(found),
-            Ok(Ok(None)) => {}
-            Ok(Err(error)) => return Err(RunError::Input(error)),
+            Ok(Some(found)) => results = Some(found),
+            Ok(None) => {}
             Err(panic) => return Err(RunError::Workers(format!("a worker failed: {panic}"))),
         }
     }
     Ok(results)
+}
+
+/// timely's allocators for this process's workers: threads of one process,
+/// or, in cluster mode, connected to every peer.
+fn allocators(
+    config: &RunConfig,
+    job: u64,
+) -> Result<(Vec<AllocatorBuilder>, Box<dyn Any + Send>), RunError> {
+    if config.processes == 1 {
+        let communication = if config.workers > 1 {
+            timely::CommunicationConfig::Process(config.workers)
+        } else {
+            timely::CommunicationConfig::Thread
+        };
+        return communication
+            .try_build()
+            .map_err(|err| RunError::Workers(format!("cannot start the workers: {err}")));
+    }
+    let hello = Hello {
+        process: config.process,
+        processes: config.processes,
+        workers: config.workers,
+        job,
+    };
+    let streams = cluster::connect(&config.addresses, hello, config.connect_timeout)
+        .map_err(|err| RunError::Cluster(err.to_string()))?;
+    cluster::allocators(streams, config.process, config.workers)
+        .map_err(|err| RunError::Cluster(format!("cannot start timely's network threads: {err}")))
+}
+
+/// A fingerprint of what every process of a job must share: the flags that
+/// shape the dataflow and its results, the spec, and the size of each input
+/// (paths may differ between machines; contents must not). FNV-1a, 64 bits.
+fn job_fingerprint(config: &RunConfig, spec: &Spec, plan: &Plan) -> u64 {
+    let files: Vec<(u64, u64)> = plan
+        .files
+        .iter()
+        .map(|file| (file.len, file.data_start))
+        .collect();
+    let text = format!(
+        "{} {} {:?} {} {} {} {:?} {:?} {:?}",
+        spec.name(),
+        config.bucket_ms,
+        config.lateness,
+        config.bot_threshold,
+        config.emit_examples,
+        config.emit_features,
+        config.scaler,
+        config.optimizer,
+        files,
+    );
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Writes the embedded sample to a private temporary file and returns its path.
