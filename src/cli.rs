@@ -25,7 +25,6 @@ pub struct Cli {
 }
 
 /// The subcommands.
-// NB: `Run` dwarfs `Specs`, but a `Command` is built once per process.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Replay event logs: clean, aggregate, build leak-free examples, train.

@@ -1,13 +1,17 @@
-//! Reading event logs: every worker reads its own record-aligned share of
+//! Reading event logs: every worker reads its own line-aligned share of
 //! every input file, so parsing scales with workers while line numbers stay
 //! exact.
 //!
-//! A share is a byte range that starts right after a line break that is not
-//! inside a quoted field (or at the first data byte) and ends where the next
-//! worker's share starts. To find those boundaries, and the line number at
-//! which a share starts, a worker scans the bytes before its share for line
-//! breaks and quotes; that scan runs at memory speed and needs no messages
-//! between workers, so it works unchanged across processes.
+//! A line break always ends a record: fields may be quoted (and hold
+//! delimiters and doubled quotes), but a quoted field never spans lines. Event
+//! logs do not need that, and it is what lets a worker start reading in the
+//! middle of a file without having read what comes before: a share starts
+//! right after a line break, and a stray quote can never swallow the lines
+//! after it, whichever worker reads them.
+//!
+//! A worker finds its share's first line number by counting the line breaks
+//! before it, at memory speed and with no messages between workers, so this
+//! works unchanged across processes.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -18,11 +22,12 @@ use csv::ByteRecord;
 /// The UTF-8 byte order mark some exporters put before the header.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// How many bytes a worker reads at once, before cutting at a record end.
+/// How many bytes a worker reads at once, before cutting at a line end.
 const BLOCK_BYTES: usize = 4 << 20;
 
 /// Expands the `--events` arguments: a file stays as it is, a directory
-/// becomes all its regular files in name order.
+/// becomes all its regular files in name order, except hidden ones (names
+/// starting with a dot).
 ///
 /// # Errors
 /// When a path does not exist or a directory cannot be listed; the error names
@@ -35,11 +40,8 @@ pub fn expand_paths(paths: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
             let mut entries = Vec::new();
             for entry in std::fs::read_dir(path).map_err(|err| with_path(err, path))? {
                 let entry = entry.map_err(|err| with_path(err, path))?;
-                if entry
-                    .file_type()
-                    .map_err(|err| with_path(err, path))?
-                    .is_file()
-                {
+                let hidden = entry.file_name().to_string_lossy().starts_with('.');
+                if !hidden && entry.path().is_file() {
                     entries.push(entry.path());
                 }
             }
@@ -54,6 +56,79 @@ pub fn expand_paths(paths: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
 
 fn with_path(err: io::Error, path: &Path) -> io::Error {
     io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+}
+
+/// Splits one line into fields, with CSV quoting, reusing its buffers.
+pub struct LineParser {
+    core: csv_core::Reader,
+    output: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl LineParser {
+    /// A parser for fields separated by `delimiter`.
+    pub fn new(delimiter: u8) -> LineParser {
+        LineParser {
+            core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            output: vec![0; 1024],
+            ends: vec![0; 32],
+        }
+    }
+
+    /// Parses `line` (no line break) into `record`. An unclosed quote ends at
+    /// the end of the line.
+    pub fn parse(&mut self, line: &[u8], record: &mut ByteRecord) {
+        use csv_core::ReadRecordResult;
+        self.core.reset();
+        let (mut input, mut out, mut end) = (line, 0, 0);
+        loop {
+            let (result, read, wrote, ended) =
+                self.core
+                    .read_record(input, &mut self.output[out..], &mut self.ends[end..]);
+            input = &input[read..];
+            out += wrote;
+            end += ended;
+            match result {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => self.output.resize(self.output.len() * 2, 0),
+                ReadRecordResult::OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
+                ReadRecordResult::Record | ReadRecordResult::End => break,
+            }
+        }
+        record.clear();
+        let mut from = 0;
+        for &to in &self.ends[..end] {
+            record.push_field(&self.output[from..to]);
+            from = to;
+        }
+    }
+}
+
+/// Calls `each(line_number, line)` for every non-empty line of `block`, the
+/// first of which is numbered `first_line`; strips a trailing `\r`. Returns
+/// the number of line breaks in the block.
+fn for_each_line(block: &[u8], first_line: u64, mut each: impl FnMut(u64, &[u8])) -> u64 {
+    let mut line = first_line;
+    let mut start = 0;
+    let mut breaks = 0;
+    for end in memchr::memchr_iter(b'\n', block).chain(std::iter::once(block.len())) {
+        let mut text = &block[start..end];
+        if let [rest @ .., b'\r'] = text {
+            text = rest;
+        }
+        if !text.is_empty() {
+            each(line, text);
+        }
+        if end < block.len() {
+            breaks += 1;
+        }
+        line += 1;
+        start = end + 1;
+        if start > block.len() {
+            break;
+        }
+    }
+    breaks
 }
 
 /// What a worker needs to know about one input file before reading its share.
@@ -79,53 +154,71 @@ pub struct InputFile {
 impl InputFile {
     /// Opens `path` and reads its first line or two.
     ///
-    /// `has_header` says whether the first line names the columns; pass `None`
-    /// to read only the first record, for spec detection.
+    /// `has_header` says whether the first line names the columns.
     ///
     /// # Errors
     /// When the file cannot be opened or read.
     pub fn open(index: u32, path: &Path, delimiter: u8, has_header: bool) -> io::Result<InputFile> {
         let mut file = File::open(path).map_err(|err| with_path(err, path))?;
         let len = file.metadata().map_err(|err| with_path(err, path))?.len();
-
-        // The first few KiB hold the header and a first record in every sane log.
-        let mut head = Vec::new();
-        (&mut file)
-            .take(1 << 16)
-            .read_to_end(&mut head)
-            .map_err(|err| with_path(err, path))?;
-        let bom = if head.starts_with(BOM) { BOM.len() } else { 0 };
-
-        let mut reader = csv_reader(delimiter, &head[bom..]);
-        let mut first = ByteRecord::new();
-        let mut header = None;
-        let (mut data_start, mut data_first_line) = (bom as u64, 1);
-        if has_header && reader.read_byte_record(&mut first).unwrap_or(false) {
-            let end = reader.position().byte() as usize;
-            data_start = (bom + end) as u64;
-            data_first_line = 1 + memchr::memchr_iter(b'\n', &head[bom..bom + end]).count() as u64;
-            header = Some(first.clone());
-        }
-        let first_record = match reader.read_byte_record(&mut first) {
-            Ok(true) => Some(first),
-            _ => None,
+        let bom = {
+            let mut head = [0u8; 3];
+            let got = read_full(&mut file, &mut head).map_err(|err| with_path(err, path))?;
+            if head[..got] == *BOM { 3 } else { 0 }
         };
-        if data_start > len {
-            data_start = len;
+        file.seek(SeekFrom::Start(bom as u64))
+            .map_err(|err| with_path(err, path))?;
+
+        // The first two non-empty lines: the header and a first record.
+        let mut parser = LineParser::new(delimiter);
+        let mut lines: Vec<(u64, ByteRecord)> = Vec::new();
+        let mut offset = bom as u64;
+        let mut line_number = 1;
+        let mut after_header = None;
+        let mut reader = io::BufReader::new(file);
+        while lines.len() < 2 {
+            let mut raw = Vec::new();
+            let got = io::BufRead::read_until(&mut reader, b'\n', &mut raw)
+                .map_err(|err| with_path(err, path))?;
+            if got == 0 {
+                break;
+            }
+            offset += got as u64;
+            let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            if !text.is_empty() {
+                let mut record = ByteRecord::new();
+                parser.parse(text, &mut record);
+                lines.push((line_number, record));
+                if lines.len() == 1 {
+                    after_header = Some((offset, line_number + 1));
+                }
+            }
+            line_number += 1;
         }
+        let mut lines = lines.into_iter();
+        let (mut data_start, mut data_first_line) = (bom as u64, 1);
+        let mut header = None;
+        if has_header {
+            if let (Some((_, record)), Some((start, line))) = (lines.next(), after_header) {
+                header = Some(record);
+                (data_start, data_first_line) = (start, line);
+            }
+        }
+        let first_record = lines.next().map(|(_, record)| record);
         Ok(InputFile {
             index,
             path: path.to_path_buf(),
             len,
-            data_start,
+            data_start: data_start.min(len),
             data_first_line,
             header,
             first_record,
         })
     }
 
-    /// The byte range `[start, end)` of worker `worker` among `peers`, cut at
-    /// record boundaries, with the line number at `start`.
+    /// The byte range `[start, end)` of worker `worker` among `peers`, cut
+    /// after line breaks, with the line number at `start`.
     ///
     /// The shares of all workers tile the data bytes exactly.
     ///
@@ -162,41 +255,39 @@ pub struct Share {
     pub first_line: u64,
 }
 
-/// Walks a file from its first data byte, counting line breaks and quotes,
-/// to find record boundaries.
+/// Walks a file from its first data byte, counting line breaks, to find the
+/// starts of lines.
 struct BoundaryScanner {
     file: File,
     /// Bytes scanned so far, as a file offset.
     pos: u64,
     /// Line number of the line containing `pos`.
     line: u64,
-    /// Whether `pos` is inside a quoted field (odd count of quotes so far).
-    in_quotes: bool,
-    /// Whether the byte before `pos` is a line break outside quotes.
-    at_record_start: bool,
+    /// Whether `pos` starts a line.
+    at_line_start: bool,
     len: u64,
 }
 
 impl BoundaryScanner {
     fn new(input: &InputFile) -> io::Result<BoundaryScanner> {
         let mut file = File::open(&input.path).map_err(|err| with_path(err, &input.path))?;
-        file.seek(SeekFrom::Start(input.data_start))?;
+        file.seek(SeekFrom::Start(input.data_start))
+            .map_err(|err| with_path(err, &input.path))?;
         Ok(BoundaryScanner {
             file,
             pos: input.data_start,
             line: input.data_first_line,
-            in_quotes: false,
-            at_record_start: true,
+            at_line_start: true,
             len: input.len,
         })
     }
 
-    /// The first record boundary at or after `target` (or the end of file).
-    /// Leaves `self.line` at that boundary's line number.
+    /// The first line start at or after `target` (or the end of file). Leaves
+    /// `self.line` at that line's number.
     fn boundary_at_or_after(&mut self, target: u64) -> io::Result<u64> {
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            if self.pos >= target && self.at_record_start {
+            if self.pos >= target && self.at_line_start {
                 return Ok(self.pos);
             }
             if self.pos >= self.len {
@@ -208,42 +299,38 @@ impl BoundaryScanner {
                 self.len = self.pos;
                 return Ok(self.pos);
             }
-            // Before the target only the counts matter; after it, stop at the first
-            // line break outside quotes.
-            for (offset, &byte) in buf[..got].iter().enumerate() {
-                if self.pos + offset as u64 >= target && self.at_record_start {
-                    self.pos += offset as u64;
-                    self.file.seek(SeekFrom::Start(self.pos))?;
-                    return Ok(self.pos);
+            let chunk = &buf[..got];
+            // Below the target only the count of line breaks matters.
+            let below = ((target.saturating_sub(self.pos)) as usize).min(got);
+            self.line += memchr::memchr_iter(b'\n', &chunk[..below]).count() as u64;
+            if below > 0 {
+                self.at_line_start = chunk[below - 1] == b'\n';
+            }
+            if below < got {
+                if self.at_line_start {
+                    return self.stop_at(self.pos + below as u64);
                 }
-                match byte {
-                    b'"' => {
-                        self.in_quotes = !self.in_quotes;
-                        self.at_record_start = false;
-                    }
-                    b'\n' => {
-                        self.line += 1;
-                        self.at_record_start = !self.in_quotes;
-                    }
-                    _ => self.at_record_start = false,
+                if let Some(found) = memchr::memchr(b'\n', &chunk[below..]) {
+                    self.line += 1;
+                    self.at_line_start = true;
+                    return self.stop_at(self.pos + (below + found + 1) as u64);
                 }
+                self.at_line_start = false;
             }
             self.pos += got as u64;
         }
     }
-}
 
-fn csv_reader<R: Read>(delimiter: u8, input: R) -> csv::Reader<R> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delimiter)
-        .from_reader(input)
+    fn stop_at(&mut self, position: u64) -> io::Result<u64> {
+        self.pos = position;
+        self.file.seek(SeekFrom::Start(position))?;
+        Ok(position)
+    }
 }
 
 /// One record as read: where it starts, its fields and its raw bytes.
 pub struct Row<'a> {
-    /// Line number where the record starts.
+    /// Line number of the record.
     pub line: u64,
     /// The fields.
     pub record: &'a ByteRecord,
@@ -254,17 +341,16 @@ pub struct Row<'a> {
 /// Reads the records of one share, a block at a time.
 pub struct ShareReader {
     file: File,
-    delimiter: u8,
+    path: PathBuf,
+    parser: LineParser,
     /// Bytes of the share not yet read from the file.
     remaining: u64,
-    /// The current block: whole records only.
+    /// The current block: whole lines only.
     block: Vec<u8>,
-    /// Bytes read from the file that belong to the next block (a partial record).
+    /// Bytes read from the file that belong to the next block (a partial line).
     carry: Vec<u8>,
     /// Line number at the start of the current block.
     block_line: u64,
-    /// Line number at the start of `carry`.
-    carry_line: u64,
     record: ByteRecord,
 }
 
@@ -272,73 +358,51 @@ impl ShareReader {
     /// Opens `input` at the start of `share`.
     ///
     /// # Errors
-    /// When the file cannot be opened or positioned.
+    /// When the file cannot be opened or positioned; the error names it.
     pub fn new(input: &InputFile, share: Share, delimiter: u8) -> io::Result<ShareReader> {
         let mut file = File::open(&input.path).map_err(|err| with_path(err, &input.path))?;
-        file.seek(SeekFrom::Start(share.start))?;
+        file.seek(SeekFrom::Start(share.start))
+            .map_err(|err| with_path(err, &input.path))?;
         Ok(ShareReader {
             file,
-            delimiter,
+            path: input.path.clone(),
+            parser: LineParser::new(delimiter),
             remaining: share.end - share.start,
             block: Vec::new(),
             carry: Vec::new(),
             block_line: share.first_line,
-            carry_line: share.first_line,
             record: ByteRecord::new(),
         })
     }
 
-    /// Reads the next block of whole records and calls `each` on every record
+    /// Reads the next block of whole lines and calls `each` on every record
     /// in it. Returns `false` once the share is exhausted.
     ///
     /// # Errors
-    /// When reading the file fails.
+    /// When reading the file fails; the error names it.
     pub fn next_block(&mut self, mut each: impl FnMut(Row<'_>)) -> io::Result<bool> {
-        if !self.fill_block()? {
+        if !self
+            .fill_block()
+            .map_err(|err| with_path(err, &self.path))?
+        {
             return Ok(false);
         }
-        let mut reader = csv_reader(self.delimiter, &self.block[..]);
-        loop {
-            let start = reader.position().clone();
-            match reader.read_byte_record(&mut self.record) {
-                Ok(true) => {}
-                Ok(false) => break,
-                // NB: csv only fails on invalid UTF-8 with the string API and on I/O; a
-                // byte slice with the flexible byte API does not fail.
-                Err(_) => break,
-            }
-            let end = reader.position().byte() as usize;
-            let mut from = start.byte() as usize;
-            let mut line = self.block_line + start.line() - 1;
-            // Empty lines before a record are consumed with it; skip them so the
-            // raw text and the line number are the record's own.
-            while from < end && matches!(self.block[from], b'\n' | b'\r') {
-                if self.block[from] == b'\n' {
-                    line += 1;
-                }
-                from += 1;
-            }
-            let mut to = end;
-            while to > from && matches!(self.block[to - 1], b'\n' | b'\r') {
-                to -= 1;
-            }
-            each(Row {
-                line,
-                record: &self.record,
-                raw: &self.block[from..to],
-            });
-        }
-        self.block_line += memchr::memchr_iter(b'\n', &self.block).count() as u64;
+        let (parser, record) = (&mut self.parser, &mut self.record);
+        let breaks = for_each_line(&self.block, self.block_line, |line, raw| {
+            parser.parse(raw, record);
+            each(Row { line, record, raw });
+        });
+        self.block_line += breaks;
         Ok(true)
     }
 
-    /// Moves the next run of whole records into `self.block`.
+    /// Moves the next run of whole lines into `self.block`.
     fn fill_block(&mut self) -> io::Result<bool> {
         self.block.clear();
         std::mem::swap(&mut self.block, &mut self.carry);
-        self.block_line = self.carry_line;
         loop {
-            if self.remaining > 0 && self.block.len() < BLOCK_BYTES {
+            // Read at least a block's worth; more when one line is longer.
+            if self.remaining > 0 {
                 let want = (self.remaining as usize).min(BLOCK_BYTES);
                 let old = self.block.len();
                 self.block.resize(old + want, 0);
@@ -353,15 +417,11 @@ impl ShareReader {
             if self.remaining == 0 {
                 return Ok(!self.block.is_empty());
             }
-            // Cut after the last line break that is outside quotes.
-            if let Some(cut) = last_record_end(&self.block) {
-                self.carry.extend_from_slice(&self.block[cut..]);
-                self.block.truncate(cut);
-                self.carry_line =
-                    self.block_line + memchr::memchr_iter(b'\n', &self.block).count() as u64;
+            if let Some(last) = memchr::memrchr(b'\n', &self.block) {
+                self.carry.extend_from_slice(&self.block[last + 1..]);
+                self.block.truncate(last + 1);
                 return Ok(true);
             }
-            // One record longer than a block: read on.
         }
     }
 }
@@ -378,21 +438,6 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(done)
-}
-
-/// The offset just after the last line break of `block` that is not inside a
-/// quoted field, if any. `block` starts at a record boundary.
-fn last_record_end(block: &[u8]) -> Option<usize> {
-    let mut in_quotes = false;
-    let mut cut = None;
-    for position in memchr::memchr2_iter(b'"', b'\n', block) {
-        if block[position] == b'"' {
-            in_quotes = !in_quotes;
-        } else if !in_quotes {
-            cut = Some(position + 1);
-        }
-    }
-    cut
 }
 
 #[cfg(test)]
@@ -471,19 +516,38 @@ mod tests {
     }
 
     #[test]
-    fn quoted_line_breaks_never_split_a_record() {
+    fn line_breaks_end_records_even_after_a_stray_quote() {
         let mut text = String::new();
-        for i in 0..200 {
-            text.push_str(&format!("{i},\"multi\nline {i}\"\n"));
+        for i in 0..300 {
+            // A stray quote mid-field, an unclosed quote, and a quoted delimiter.
+            text.push_str(&format!("{i},x\"y,\"open {i}\n{i},\"a,b\",c\n"));
         }
         let path = temp_file("quoted.csv", text.as_bytes());
         for peers in [1, 2, 3, 9] {
             let rows = read_all(&path, false, peers);
-            assert_eq!(rows.len(), 200, "peers = {peers}");
-            for (i, (line, raw)) in rows.iter().enumerate() {
-                assert_eq!(*line, 1 + 2 * i as u64);
-                assert_eq!(raw, &format!("{i},\"multi\nline {i}\""));
+            assert_eq!(rows.len(), 600, "peers = {peers}");
+            for (i, (line, _)) in rows.iter().enumerate() {
+                assert_eq!(*line, 1 + i as u64);
             }
+        }
+        let mut parser = LineParser::new(b',');
+        let mut record = ByteRecord::new();
+        parser.parse(b"7,x\"y,\"open 7", &mut record);
+        assert_eq!(record, ByteRecord::from(vec!["7", "x\"y", "open 7"]));
+        parser.parse(b"1,\"a,b\",\"say \"\"hi\"\"\"", &mut record);
+        assert_eq!(record, ByteRecord::from(vec!["1", "a,b", "say \"hi\""]));
+    }
+
+    #[test]
+    fn a_line_longer_than_a_block_is_read_whole() {
+        let long = "9".repeat(BLOCK_BYTES + 100);
+        let text = format!("1,2\n{long},3\n4,5");
+        let path = temp_file("long.csv", text.as_bytes());
+        for peers in [1, 2] {
+            let rows = read_all(&path, false, peers);
+            assert_eq!(rows.len(), 3, "peers = {peers}");
+            assert_eq!(rows[1].1.len(), long.len() + 2);
+            assert_eq!((rows[2].0, rows[2].1.as_str()), (3, "4,5"));
         }
     }
 
