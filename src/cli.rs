@@ -94,7 +94,9 @@ pub struct RunFlags {
     #[arg(long, value_name = "PENALTY", default_value_t = 0.0)]
     pub l1: f64,
 
-    /// Examples per mini-batch (>= 1).
+    /// Examples per mini-batch, on average (>= 1): an epoch of n examples has
+    /// ceil(n / N) batches, and a hash of epoch, user and item picks each
+    /// example's batch, so the batches do not depend on the workers.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub batch_size: usize,
 

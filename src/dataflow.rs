@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use differential_dataflow::AsCollection;
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
@@ -165,83 +165,36 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     // Feed this worker's share of every file.
     let started = Instant::now();
     let mut last_progress = Instant::now();
-    let bucket = plan.features.bucket_ms;
-    let mut newest_epoch: Option<u64> = None;
-    let mut read_rows = 0u64;
+    let mut feed = Feed {
+        events: events_in,
+        tallies: tallies_in,
+        rejects: rejects_in,
+        block_tallies: BTreeMap::new(),
+        bucket: plan.features.bucket_ms,
+        lateness: plan.lateness,
+        newest_epoch: None,
+        rows: 0,
+    };
     for (file, binding) in plan.files.iter().zip(&plan.bindings) {
         let share = file
             .share(index, peers)
             .map_err(|error| error.to_string())?;
         let mut reader =
             ShareReader::new(file, share, plan.delimiter).map_err(|error| error.to_string())?;
-        let mut block_tallies: BTreeMap<Tally, isize> = BTreeMap::new();
         loop {
             let more = reader
-                .next_block(|row| {
-                    read_rows += 1;
-                    let rejected = |reason: Reason| Rejected {
-                        file: file.index,
-                        line: row.line,
-                        reason,
-                        raw: String::from_utf8_lossy(row.raw).into_owned(),
-                    };
-                    let time = *events_in.time();
-                    match binding.parse(row.record) {
-                        Ok(parsed) => {
-                            let event = parsed.event;
-                            let epoch = (event.ts / bucket) as u64;
-                            if epoch_time(epoch) < time {
-                                rejects_in.update_at(rejected(Reason::Late), time, 1);
-                                return;
-                            }
-                            newest_epoch = newest_epoch.max(Some(epoch));
-                            *block_tallies
-                                .entry(Tally {
-                                    epoch,
-                                    kind: TallyKind::Rows,
-                                })
-                                .or_default() += 1;
-                            events_in.update_at(event, epoch_time(epoch), 1);
-                        }
-                        Err(reason) => {
-                            if let Some(ts) = binding.timestamp(row.record) {
-                                let epoch = (ts / bucket) as u64;
-                                if epoch_time(epoch) >= time {
-                                    for kind in [TallyKind::Rows, TallyKind::Rejected] {
-                                        *block_tallies.entry(Tally { epoch, kind }).or_default() +=
-                                            1;
-                                    }
-                                }
-                            }
-                            rejects_in.update_at(rejected(reason), time, 1);
-                        }
-                    }
-                })
+                .next_block(|row| feed.row(file.index, binding, &row))
                 .map_err(|error| format!("reading {}: {error}", file.path.display()))?;
-
-            for (tally, count) in std::mem::take(&mut block_tallies) {
-                tallies_in.update_at(tally, epoch_time(tally.epoch), count);
-            }
-            // A bounded lateness lets the epochs behind the newest close now.
-            if let (Some(lateness), Some(newest)) = (plan.lateness, newest_epoch) {
-                let frontier = epoch_time(newest.saturating_sub(lateness));
-                if frontier > *events_in.time() {
-                    events_in.advance_to(frontier);
-                    tallies_in.advance_to(frontier);
-                    rejects_in.advance_to(frontier);
-                }
-            }
-            events_in.flush();
-            tallies_in.flush();
-            rejects_in.flush();
+            feed.flush();
             worker.step();
 
             if plan.progress && index == 0 && last_progress.elapsed().as_secs_f64() >= 2.0 {
                 last_progress = Instant::now();
                 let seconds = started.elapsed().as_secs_f64();
                 eprintln!(
-                    "{seconds:6.1}s  worker 0 read {read_rows} rows ({:.0} rows/s)",
-                    read_rows as f64 / seconds
+                    "{seconds:6.1}s  worker 0 read {} rows ({:.0} rows/s)",
+                    feed.rows,
+                    feed.rows as f64 / seconds
                 );
             }
             if !more {
@@ -251,7 +204,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     }
 
     // Close the inputs and let every epoch finish.
-    drop((events_in, tallies_in, rejects_in));
+    drop(feed);
     while worker.step_or_park(None) {}
 
     if index != 0 {
@@ -275,6 +228,95 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         quarantine,
         aggregates,
     }))
+}
+
+/// A worker's inputs, and what it knows of the rows it has read.
+struct Feed {
+    events: InputSession<Time, Event, isize>,
+    tallies: InputSession<Time, Tally, isize>,
+    rejects: InputSession<Time, Rejected, isize>,
+    /// Row counts per epoch, sent at the end of each block.
+    block_tallies: BTreeMap<Tally, isize>,
+    bucket: i64,
+    lateness: Option<u64>,
+    /// The newest epoch of an accepted row so far.
+    newest_epoch: Option<u64>,
+    /// Rows read so far, for progress.
+    rows: u64,
+}
+
+impl Feed {
+    /// Cleans one row and sends it on: an event, or a rejection.
+    fn row(&mut self, file: u32, binding: &Binding, row: &crate::ingest::Row<'_>) {
+        self.rows += 1;
+        let floor = *self.events.time();
+        let reject = |reason: Reason| Rejected {
+            file,
+            line: row.line,
+            reason,
+            raw: String::from_utf8_lossy(row.raw).into_owned(),
+        };
+        match binding.parse(row.record) {
+            Ok(parsed) => {
+                let event = parsed.event;
+                let epoch = (event.ts / self.bucket) as u64;
+                if epoch_time(epoch) < floor {
+                    self.rejects.update_at(reject(Reason::Late), floor, 1);
+                    return;
+                }
+                self.count(epoch, &[TallyKind::Rows]);
+                self.events.update_at(event, epoch_time(epoch), 1);
+                if self.newest_epoch < Some(epoch) {
+                    self.newest_epoch = Some(epoch);
+                    // A bounded lateness closes the epochs behind the newest at once.
+                    if let Some(lateness) = self.lateness {
+                        self.advance(epoch_time(epoch.saturating_sub(lateness)));
+                    }
+                }
+            }
+            Err(reason) => {
+                // A rejected row with a valid time still counts in its open epoch.
+                if let Some(ts) = binding.timestamp(row.record) {
+                    let epoch = (ts / self.bucket) as u64;
+                    if epoch_time(epoch) >= floor {
+                        self.count(epoch, &[TallyKind::Rows, TallyKind::Rejected]);
+                    }
+                }
+                self.rejects.update_at(reject(reason), floor, 1);
+            }
+        }
+    }
+
+    fn count(&mut self, epoch: u64, kinds: &[TallyKind]) {
+        for &kind in kinds {
+            *self.block_tallies.entry(Tally { epoch, kind }).or_default() += 1;
+        }
+    }
+
+    /// Sends the tallies and moves every input's time to `floor`, if later.
+    fn advance(&mut self, floor: Time) {
+        if floor > *self.events.time() {
+            self.send_tallies();
+            self.events.advance_to(floor);
+            self.tallies.advance_to(floor);
+            self.rejects.advance_to(floor);
+        }
+    }
+
+    fn send_tallies(&mut self) {
+        for (tally, count) in std::mem::take(&mut self.block_tallies) {
+            self.tallies
+                .update_at(tally, epoch_time(tally.epoch), count);
+        }
+    }
+
+    /// Sends what is buffered, so the workers can make progress.
+    fn flush(&mut self) {
+        self.send_tallies();
+        self.events.flush();
+        self.tallies.flush();
+        self.rejects.flush();
+    }
 }
 
 /// Counts clean events and bot exclusions per epoch, a batch at a time, as

@@ -413,13 +413,14 @@ fn round(
             Vec::new()
         };
         outgoing.push((0, Message::Scores { scores, examples }));
-    } else if let Some(total) = gradient {
-        let mean = total.mean().expect("a batch with letters has examples");
+    } else if let Some(mean) = gradient.and_then(|total| total.mean()) {
+        // NB: batches come from a hash, so one can be empty everywhere; it
+        // takes no step.
         report
             .model
             .optimizer
             .apply(&mut report.model.params, &mean)
-            .map_err(|error| format!("epoch {}: {error}", active.epoch))?;
+            .map_err(|error| format!("epoch {}: {error}; a smaller --lr may help", active.epoch))?;
     }
 
     // Send this worker's sum of the next batch, computed with the updated model.

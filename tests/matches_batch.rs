@@ -166,3 +166,50 @@ fn bot_rule_off_keeps_every_user() {
     let path = write_log(dir.path(), "bots.csv", &text);
     check(&[path], Format::Taobao, DAY_MS, 0, &[2]);
 }
+
+#[test]
+fn bounded_disorder_within_the_lateness_matches_the_batch_oracle() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut opts = GenOpts::days(8);
+    opts.order = Order::Bounded(2);
+    let text = generate(17, Format::RetailRocket, &opts);
+    let path = write_log(dir.path(), "bounded.csv", &text);
+    let expected = run_oracle(
+        std::slice::from_ref(&path),
+        &OracleConfig {
+            format: Format::RetailRocket,
+            bucket_ms: DAY_MS,
+            bot_threshold: 1000,
+        },
+    );
+    for workers in ["1", "3"] {
+        let out = tempfile::tempdir().expect("a temporary directory");
+        let args = ["--lateness", "2", "-w", workers, "--spec", "retailrocket"];
+        run_product(std::slice::from_ref(&path), out.path(), DAY_MS, 1000, &args);
+        assert_matches(out.path(), &expected);
+    }
+}
+
+#[test]
+fn rows_older_than_the_lateness_are_quarantined_as_late() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let text =
+        "1,10,1,pv,1511827200\n2,20,1,pv,1511654400\n3,30,1,buy,1511740800\n4,40,1,pv,1511827300\n";
+    let path = write_log(dir.path(), "late.csv", text);
+    let out = tempfile::tempdir().expect("a temporary directory");
+    run_product(
+        std::slice::from_ref(&path),
+        out.path(),
+        DAY_MS,
+        1000,
+        &["--lateness", "1", "--spec", "taobao"],
+    );
+    let quarantine = std::fs::read_to_string(out.path().join("quarantine.csv")).unwrap();
+    let late: Vec<&str> = quarantine.lines().skip(1).collect();
+    // Row 2 is two epochs behind row 1; row 3 is one behind, within the bound.
+    assert_eq!(
+        late,
+        ["late.csv,2,late,\"2,20,1,pv,1511654400\""]
+            .map(|line| line.replace("late.csv", &path.display().to_string()))
+    );
+}
