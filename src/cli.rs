@@ -11,6 +11,9 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::model::{OptimizerConfig, OptimizerKind};
 use crate::scaler::ScalerKind;
 
+/// The most worker threads one process may start.
+pub const MAX_WORKERS: usize = 256;
+
 /// Milliseconds in one day: the default epoch.
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -28,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Replay event logs: clean, aggregate, build leak-free examples, train.
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, allow_negative_numbers = true)]
     Run(Box<RunFlags>),
     /// List the built-in dataflow specs (input formats).
     Specs,
@@ -217,8 +220,12 @@ impl RunFlags {
                     .replace('_', "-")
             )
         })?;
-        if self.workers == 0 {
-            return Err("-w 0: a run needs at least one worker thread; use -w 1 or more".into());
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return Err(format!(
+                "-w {}: worker threads per process run from 1 to {MAX_WORKERS}; use about one \
+                 per core",
+                self.workers
+            ));
         }
         if self.processes == 0 {
             return Err("-n 0: a run needs at least one process; use -n 1 or more".into());

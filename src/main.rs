@@ -1,19 +1,23 @@
 //! The `deltarec` command. Exit status: 0 on success, 1 when the run failed
-//! (the message says why), 2 on a command-line error.
+//! (the message says why), 2 on a bad flag or flag value.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use deltarec::cli::{Cli, Command};
+use deltarec::run::RunError;
 use deltarec::spec::Spec;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Specs => {
-            for spec in Spec::builtin() {
-                println!("{:14} {}", spec.name(), spec.description());
-            }
+            let text: String = Spec::builtin()
+                .iter()
+                .map(|spec| format!("{:14} {}\n", spec.name(), spec.description()))
+                .collect();
+            print(&text);
             ExitCode::SUCCESS
         }
         Command::Run(flags) => {
@@ -26,15 +30,24 @@ fn main() -> ExitCode {
             };
             match deltarec::run::run(&config) {
                 Ok(Some(summary)) => {
-                    println!("{summary}");
+                    print(&format!("{summary}\n"));
                     ExitCode::SUCCESS
                 }
                 Ok(None) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("deltarec: {error}");
-                    ExitCode::FAILURE
+                    match error {
+                        RunError::Usage(_) => ExitCode::from(2),
+                        _ => ExitCode::FAILURE,
+                    }
                 }
             }
         }
     }
+}
+
+/// Prints to stdout; a closed pipe (`deltarec specs | head -1`) is not an
+/// error worth a message.
+fn print(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

@@ -76,18 +76,37 @@ pub struct Summary {
     pub out: String,
 }
 
-/// Writes every output file of `results` into `out`.
+/// Makes sure `dir` is a directory this process can write in, before any
+/// work is done; `flag` names it in the error.
 ///
 /// # Errors
-/// When the directory cannot be created or a file cannot be written.
-pub fn write_all(
+/// When `dir` is a file, cannot be created, or is not writable.
+pub fn prepare_dir(dir: &Path, flag: &str) -> Result<(), String> {
+    let fail = |what: &str| format!("{flag} {}: {what}", dir.display());
+    if dir.exists() && !dir.is_dir() {
+        return Err(fail("exists and is not a directory; name a directory"));
+    }
+    std::fs::create_dir_all(dir).map_err(|err| fail(&format!("cannot create it: {err}")))?;
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|err| fail(&format!("cannot write in it: {err}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Writes every output file of `results` into `out` except `metrics.jsonl`,
+/// which marks a complete run: it is removed first, and written by
+/// [`write_metrics`] once everything else is in place.
+///
+/// # Errors
+/// When a file cannot be written.
+pub fn write_results(
     out: &Path,
     config: &RunConfig,
     results: &Results,
     facts: &RunFacts,
 ) -> io::Result<Summary> {
-    std::fs::create_dir_all(out)
-        .map_err(|err| io::Error::new(err.kind(), format!("creating {}: {err}", out.display())))?;
+    remove_if_present(&out.join("metrics.jsonl"))?;
+    remove_temporaries(out);
     let report = &results.report;
 
     write_quarantine(
@@ -113,7 +132,27 @@ pub fn write_all(
         write_features(&out.join("features"), &results.aggregates)?;
     }
 
-    let summary = summarize(results, facts, out);
+    // Files a previous run asked for and this one did not must not pass for this run's.
+    if !config.emit_examples {
+        remove_if_present(&out.join("examples.csv"))?;
+    }
+    if !config.emit_features && out.join("features").is_dir() {
+        std::fs::remove_dir_all(out.join("features"))?;
+    }
+    Ok(summarize(results, facts, out))
+}
+
+/// Writes `metrics.jsonl`: a line per epoch, then the summary. Written last.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_metrics(
+    out: &Path,
+    results: &Results,
+    summary: &Summary,
+    facts: &RunFacts,
+) -> io::Result<()> {
+    let report = &results.report;
     write_atomic(&out.join("metrics.jsonl"), |writer| {
         for epoch in &report.epochs {
             let mut line = serde_json::to_value(epoch)?;
@@ -123,10 +162,31 @@ pub fn write_all(
             serde_json::to_writer(&mut *writer, &line)?;
             writer.write_all(b"\n")?;
         }
-        serde_json::to_writer(&mut *writer, &summary)?;
+        serde_json::to_writer(&mut *writer, summary)?;
         writer.write_all(b"\n")
-    })?;
-    Ok(summary)
+    })
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// Removes temporary files that a killed run left in `dir`.
+fn remove_temporaries(dir: &Path) {
+    for directory in [dir.to_path_buf(), dir.join("features")] {
+        let Ok(entries) = std::fs::read_dir(&directory) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 fn summarize(results: &Results, facts: &RunFacts, out: &Path) -> Summary {
@@ -168,8 +228,11 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "wrote {} (spec {}, {} workers)",
-            self.out, self.spec, self.workers
+            "wrote {} (spec {}, {} worker{})",
+            self.out,
+            self.spec,
+            self.workers,
+            if self.workers == 1 { "" } else { "s" }
         )?;
         writeln!(
             f,

@@ -19,7 +19,7 @@ use crate::spec::Spec;
 use crate::state::{self, Fingerprint, FixedOptions, State};
 use crate::trainer::TrainerOptions;
 
-/// The embedded default input: the first 10,000 rows of a real Taobao
+/// The embedded default input: the first 10,001 rows of a real Taobao
 /// UserBehavior sample (see `fixtures/README.md`).
 const DEFAULT_EVENTS: &[u8] = include_bytes!("../fixtures/taobao-userbehavior-sample.csv");
 
@@ -47,6 +47,9 @@ pub enum RunError {
     /// An output could not be written.
     #[error("{0}")]
     Output(#[from] std::io::Error),
+    /// A flag's value cannot be used (exit status 2).
+    #[error("{0}")]
+    Usage(String),
     /// The saved state cannot be used with this run.
     #[error("{0}")]
     State(String),
@@ -176,6 +179,14 @@ fn run_on(
     });
 
     let job = job_fingerprint(config, &spec, &plan);
+    // Fail before the work, not after it, on an output that cannot be written.
+    if config.process == 0 {
+        report::prepare_dir(&config.out, "--out").map_err(RunError::Usage)?;
+        if let Some(dir) = &config.state {
+            report::prepare_dir(dir, "--state").map_err(RunError::Usage)?;
+        }
+    }
+
     let results = execute(config, plan, job)?;
     let Some(results) = results else {
         return Ok(None);
@@ -191,7 +202,7 @@ fn run_on(
         workers: config.workers * config.processes,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let summary = report::write_all(&config.out, config, &results, &facts)?;
+    let summary = report::write_results(&config.out, config, &results, &facts)?;
     if let Some(dir) = &config.state {
         let mut files = resume.map(|saved| saved.files.clone()).unwrap_or_default();
         files.extend(fingerprints);
@@ -211,6 +222,7 @@ fn run_on(
         };
         state::save(dir, &saved).map_err(|err| RunError::State(err.to_string()))?;
     }
+    report::write_metrics(&config.out, &results, &summary, &facts)?;
     Ok(Some(summary))
 }
 
@@ -251,7 +263,7 @@ fn check_resume(
 /// every input file.
 fn choose_spec(named: Option<&str>, paths: &[PathBuf], names: &[String]) -> Result<Spec, RunError> {
     if let Some(named) = named {
-        return Spec::resolve(named).map_err(|err| RunError::Spec(err.to_string()));
+        return Spec::resolve(named).map_err(|err| RunError::Usage(format!("--spec: {err}")));
     }
     let builtins = Spec::builtin();
     let first_line = |spec: &Spec, path: &Path| -> Result<Option<csv::ByteRecord>, RunError> {
@@ -272,6 +284,13 @@ fn choose_spec(named: Option<&str>, paths: &[PathBuf], names: &[String]) -> Resu
         .collect::<Vec<_>>()
         .join(", ");
     let Some(spec) = chosen else {
+        if first_line(&builtins[0], &paths[0])?.is_none() {
+            return Err(RunError::Spec(format!(
+                "{} holds no line to recognise its format by (it is empty); pass --spec NAME \
+                 or --spec FILE to run on it anyway",
+                names[0]
+            )));
+        }
         return Err(RunError::Spec(format!(
             "no built-in spec matches the first line of {}; pass --spec NAME or --spec FILE \
              (built-in: {list}; the README documents the spec format)",

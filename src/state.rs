@@ -13,7 +13,7 @@
 //! version (u32, little-endian), the payload length (u64), the payload's
 //! CRC-32 (u32), then the payload (bincode). It is written to a temporary
 //! file, synced, and renamed; the previous state is kept as `state.prev.bin`
-//! first, so a crash while saving leaves a good state behind.
+//! through a hard link first, so `state.bin` is complete at every moment.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -198,7 +198,21 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
     let path = state_path(dir);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            if previous_path(dir).exists() {
+                return Err(StateError::Invalid {
+                    problem: "is missing, but a previous state is there".into(),
+                    remedy: format!(
+                        "move {} to {} to resume from it, or remove the directory to start \
+                         afresh",
+                        previous_path(dir).display(),
+                        path.display()
+                    ),
+                    path,
+                });
+            }
+            return Ok(None);
+        }
         Err(source) => return Err(StateError::Io { path, source }),
     };
     decode(&bytes).map(Some).map_err(|problem| {
@@ -277,8 +291,14 @@ pub fn save(dir: &Path, state: &State) -> Result<(), StateError> {
             source,
         });
     }
+    // Keep the current state as the previous one through a hard link, so
+    // that `state.bin` exists at every moment: the old one until the rename
+    // below replaces it with the new one.
     if path.exists() {
-        fs::rename(&path, previous_path(dir)).map_err(io_error(&path))?;
+        let link = dir.join(format!(".state.prev.bin.tmp-{}", std::process::id()));
+        let _ = fs::remove_file(&link);
+        fs::hard_link(&path, &link).map_err(io_error(&link))?;
+        fs::rename(&link, previous_path(dir)).map_err(io_error(&link))?;
     }
     fs::rename(&temporary, &path).map_err(io_error(&path))?;
     // Make the renames themselves durable.

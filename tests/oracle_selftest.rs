@@ -1033,7 +1033,7 @@ fn a_changed_quarantine_line_is_reported() {
 
 // ------------------------------------------------------------- real files
 
-const REAL: &str = "/work/shared/data/real";
+const REAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/real");
 
 /// Runs the oracle over a real sample, or prints why it is skipped.
 fn real(relative: &str, format: Format, bucket_ms: i64) -> Option<OracleResult> {
