@@ -10,3 +10,7 @@ pub mod r#gen; // NB: `gen` is a reserved keyword in edition 2024, hence `r#gen`
 pub mod oracle;
 #[allow(dead_code)]
 pub mod outputs;
+#[allow(dead_code)]
+pub mod reference_trainer;
+#[allow(dead_code)]
+pub mod trainer_outputs;
