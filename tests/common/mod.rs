@@ -13,4 +13,6 @@ pub mod outputs;
 #[allow(dead_code)]
 pub mod reference_trainer;
 #[allow(dead_code)]
+pub mod taobao_log;
+#[allow(dead_code)]
 pub mod trainer_outputs;

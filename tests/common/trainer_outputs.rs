@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use deltarec::evaluate::EvalSummary;
 use deltarec::model::OptimizerConfig;
@@ -56,28 +57,81 @@ pub fn option_flags(options: &RefOptions) -> Vec<String> {
     .collect()
 }
 
-/// Runs `deltarec run --quiet --out OUT ARGS...` and returns what it did.
-pub fn run_deltarec(out: &Path, args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deltarec"))
+/// How long a run may take before it is taken to hang: far above the few
+/// seconds the largest test log needs on a loaded machine.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Its exit status; `None` when it did not finish in time and was killed.
+    pub status: Option<ExitStatus>,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl RunOutcome {
+    /// Whether it finished with exit status 0.
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|status| status.success())
+    }
+}
+
+/// Runs `deltarec run --quiet --out OUT ARGS...`, killing it if it has not
+/// finished after `timeout` (a run that hangs must fail its test, not stall
+/// the suite).
+pub fn run_deltarec_within(out: &Path, args: &[String], timeout: Duration) -> RunOutcome {
+    let log = tempfile::NamedTempFile::new().expect("a temporary file for stderr");
+    let stderr = log.reopen().expect("the stderr file reopens");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deltarec"))
         .arg("run")
         .arg("--quiet")
         .arg("--out")
         .arg(out)
         .args(args)
         .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("the deltarec binary runs")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("the deltarec binary starts");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for deltarec") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            child.kill().expect("killing a hung deltarec");
+            child.wait().expect("reaping a killed deltarec");
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
+    RunOutcome { status, stderr }
+}
+
+/// [`run_deltarec_within`] [`RUN_TIMEOUT`].
+pub fn run_deltarec(out: &Path, args: &[String]) -> RunOutcome {
+    run_deltarec_within(out, args, RUN_TIMEOUT)
 }
 
 /// As [`run_deltarec`]; panics with stderr unless the run succeeded.
 pub fn run_ok(out: &Path, args: &[String]) {
-    let output = run_deltarec(out, args);
+    let outcome = run_deltarec(out, args);
     assert!(
-        output.status.success(),
+        outcome.succeeded(),
         "deltarec {args:?} failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+        describe_status(&outcome),
+        outcome.stderr
     );
+}
+
+/// The exit status in words, or that the run hung.
+pub fn describe_status(outcome: &RunOutcome) -> String {
+    match outcome.status {
+        Some(status) => status.to_string(),
+        None => "no exit before its timeout: killed as hung".to_string(),
+    }
 }
 
 /// The parts of `model.json` the trainer decides.
