@@ -61,6 +61,17 @@ fn options(kind: OptimizerKind, scaler: ScalerKind) -> RefOptions {
 /// Runs the oracle once, then for each set of options the reference and the
 /// product with every worker count, and compares them.
 fn check(files: &[PathBuf], format: Format, bucket_ms: i64, cases: &[RefOptions]) {
+    check_with(files, format, bucket_ms, cases, &[]);
+}
+
+/// As [`check`], passing `extra` flags to every run.
+fn check_with(
+    files: &[PathBuf],
+    format: Format,
+    bucket_ms: i64,
+    cases: &[RefOptions],
+    extra: &[&str],
+) {
     let oracle = run_oracle(files, &OracleConfig::new(format, bucket_ms));
     assert!(
         !oracle.examples.is_empty(),
@@ -73,6 +84,7 @@ fn check(files: &[PathBuf], format: Format, bucket_ms: i64, cases: &[RefOptions]
         bucket_ms.to_string(),
         "--emit-examples".to_string(),
     ];
+    base_args.extend(extra.iter().map(|flag| flag.to_string()));
     for file in files {
         base_args.extend(["--events".to_string(), file.display().to_string()]);
     }
@@ -196,4 +208,43 @@ fn real_retailrocket_sample_trains_the_reference_model() {
             options(OptimizerKind::Adam, ScalerKind::MinMax),
         ],
     );
+}
+
+#[test]
+fn bounded_lateness_trains_the_same_model() {
+    // The file is in time order, so lateness 0 rejects nothing; epochs are
+    // trained while later rows are still being read.
+    let Some(dir) = real_dir() else { return };
+    let path = dir.join("rees46-multicategory/2019-Oct_head17k_ibrhmspl.csv");
+    check_with(
+        &[path],
+        Format::Rees46,
+        HOUR_MS,
+        &[options(OptimizerKind::Adagrad, ScalerKind::ZScore)],
+        &["--lateness", "0"],
+    );
+}
+
+#[test]
+fn mini_batches_that_no_example_hashes_to_take_no_step() {
+    // With one example per mini-batch, about 1/e of the n batches of an
+    // epoch get no example. Such a batch has no mean gradient and takes no
+    // optimizer step (for Adam, a zero-gradient step would still move the
+    // weights through its momentum).
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let text = generate(24, Format::Taobao, &GenOpts::days(4));
+    let path = write_log(dir.path(), "log.csv", &text);
+    let oracle = run_oracle(
+        std::slice::from_ref(&path),
+        &OracleConfig::new(Format::Taobao, DAY_MS),
+    );
+    let mut cases = Vec::new();
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+        let mut case = options(kind, ScalerKind::ZScore);
+        case.optimizer.batch_size = 1;
+        let reference = train_on_oracle(&oracle.examples, &case).expect("finite training");
+        assert!(reference.empty_batches > 10, "{reference:?}");
+        cases.push(case);
+    }
+    check(&[path], Format::Taobao, DAY_MS, &cases);
 }
