@@ -211,3 +211,63 @@ fn non_finite_gradient_on_one_worker_stops_the_run_on_every_worker_count() {
 
     assert_every_run_stops(&path, &options, &stop);
 }
+
+#[test]
+#[ignore = "slow: writes and trains a log of 1,050,000 examples (about 20 s)"]
+fn epoch_with_more_mini_batches_than_its_rounds_ends_the_run() {
+    // Each epoch has 2^20 dataflow times for its synchronisation rounds
+    // (`features::EPOCH_STEP`); training an epoch takes one round per
+    // mini-batch plus one. With mini-batches of one, an epoch of 1,050,000
+    // examples needs more, and a later epoch follows. The run must end:
+    // either it trains, or it stops with status 1 naming the epoch.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("log.csv");
+    let mut text = String::with_capacity(40 << 20);
+    let day0 = common::taobao_log::DAY0_S;
+    for index in 0..1_050_000u64 {
+        // 2,100 users with 500 distinct items each: no bot, no duplicate.
+        let (user, item) = (1 + index / 500, 1 + index);
+        text.push_str(&format!(
+            "{user},{item},1,pv,{}\n",
+            day0 + (index % 80_000) as i64
+        ));
+    }
+    let day1 = day0 + common::taobao_log::DAY_S;
+    text.push_str(&format!("1,1,1,pv,{day1}\n2,5,1,buy,{day1}\n"));
+    std::fs::write(&path, text).expect("writing the log");
+
+    let options = RefOptions {
+        optimizer: OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: 0.1,
+            l2: 1e-6,
+            l1: 0.0,
+            batch_size: 1,
+        },
+        scaler: ScalerKind::ZScore,
+    };
+    let out = tempfile::tempdir().expect("a temporary directory");
+    let result = out.path().join("result");
+    let outcome = run_deltarec_within(
+        &result,
+        &args_for(&path, &options, 1),
+        Duration::from_secs(300),
+    );
+    let epoch = format!("epoch {}", day_epoch(0));
+    match outcome.status.and_then(|status| status.code()) {
+        Some(0) => {
+            let model = read_model(&result);
+            assert_eq!(model.last_epoch, Some(day_epoch(1)));
+        }
+        Some(1) => assert!(
+            outcome.stderr.contains(&epoch) && !result.join("model.json").exists(),
+            "a failed run names {epoch} and writes no model: {}",
+            outcome.stderr
+        ),
+        _ => panic!(
+            "the run must end with status 0 or 1, got {}: {}",
+            describe_status(&outcome),
+            outcome.stderr
+        ),
+    }
+}
