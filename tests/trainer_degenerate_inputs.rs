@@ -165,7 +165,7 @@ fn constant_features_leave_every_weight_at_zero() {
     for day in 0..5i64 {
         for k in 0..60u64 {
             let (user, item) = (1000 * (day as u64 + 1) + k, 5000 * (day as u64 + 1) + k);
-            if k % 3 == 0 {
+            if k.is_multiple_of(3) {
                 log.bought(day, user, item);
             } else {
                 log.event(day, user, item, "pv");
@@ -184,7 +184,7 @@ fn constant_features_leave_every_weight_at_zero() {
 #[test]
 fn epochs_with_rows_but_no_examples_are_reported_and_change_nothing() {
     let mut log = TaobaoLog::new();
-    let buys = |user: u64, day: i64| (user + day as u64) % 4 == 0;
+    let buys = |user: u64, day: i64| (user + day as u64).is_multiple_of(4);
     traffic(&mut log, 0..1, 30, buys);
     // Day 1: only rejected rows (an unknown kind, a bad user id).
     let day1 = common::taobao_log::DAY0_S + common::taobao_log::DAY_S;
@@ -218,7 +218,7 @@ fn heavy_item_with_enormous_counts_keeps_the_model_finite() {
     for _ in 0..80_000 {
         log.event(0, 1, 77, "pv");
     }
-    let buys = |user: u64, day: i64| (user * 3 + day as u64) % 5 == 0;
+    let buys = |user: u64, day: i64| (user * 3 + day as u64).is_multiple_of(5);
     traffic(&mut log, 0..4, 30, buys);
     for day in 1..4 {
         log.bought(day, 1, 77);
@@ -271,7 +271,7 @@ fn single_example_log_trains_one_step() {
 #[test]
 fn single_epoch_log_is_all_cold_start() {
     let mut log = TaobaoLog::new();
-    traffic(&mut log, 0..1, 60, |user, _| user % 3 == 0);
+    traffic(&mut log, 0..1, 60, |user, _| user.is_multiple_of(3));
     let (reference, runs) = check(&log, 1000, &default_options());
     assert_eq!(reference.per_epoch.len(), 1);
     assert!(reference.overall.positives > 0 && reference.steps > 5);
