@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: an independent batch oracle, a
-//! seeded log generator and readers for the product's outputs.
+//! seeded log generator, hand-built Taobao logs, readers for the product's
+//! outputs, and a single-threaded reference of the trainer.
 //!
 //! Each test binary that declares `mod common;` uses only part of these
 //! helpers, so unused items are allowed per module rather than per item.
