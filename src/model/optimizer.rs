@@ -259,7 +259,7 @@ impl State {
                 for (((value, rate), g), square) in coordinates {
                     *square += g * g;
                     *rate = lr / (square.sqrt() + ADAGRAD_EPSILON);
-                    *value -= *rate * g;
+                    *value -= step_along(*rate, *g);
                 }
             }
             State::Adam {
@@ -279,7 +279,7 @@ impl State {
                     *v = ADAM_BETA2 * *v + (1.0 - ADAM_BETA2) * g * g;
                     let v_hat = *v / second_correction;
                     *rate = lr / (v_hat.sqrt() + ADAM_EPSILON);
-                    *value -= *rate * (*m / first_correction);
+                    *value -= step_along(*rate, *m / first_correction);
                 }
             }
         }
@@ -482,6 +482,22 @@ impl Optimizer {
     }
 }
 
+/// `rate * direction`, except that a zero direction is a zero step.
+///
+/// A coordinate that has had no gradient yet has the effective rate
+/// `lr / eps`, which overflows to infinity for `lr` above about 1.8e300 (a
+/// finite, accepted learning rate); `inf * 0` would then make the parameter
+/// NaN although the objective does not move it. For a finite rate the
+/// result has the same bits as `rate * direction` (`direction` is then `+0.0`
+/// or `-0.0`, as the product would be).
+fn step_along(rate: f64, direction: f64) -> f64 {
+    if direction == 0.0 {
+        direction
+    } else {
+        rate * direction
+    }
+}
+
 /// `sign(w) max(|w| - threshold, 0)`, the proximal operator of
 /// `threshold |w|`; a weight within the threshold becomes exactly `+0.0`.
 fn soft_threshold(weight: f64, threshold: f64) -> f64 {
@@ -673,6 +689,46 @@ mod tests {
             assert_eq!(optimizer, saved_optimizer, "{kind}");
             assert_eq!(params, saved_params, "{kind}");
         }
+    }
+
+    #[test]
+    fn coordinate_without_gradient_stays_put_when_its_rate_overflows() {
+        // lr / eps = 1e309 overflows for a coordinate whose gradient is 0:
+        // the weights must not move (nor become NaN); the bias steps by
+        // about lr, as AdaGrad's and Adam's first steps are lr g / (|g| + eps).
+        for kind in [OptimizerKind::Adagrad, OptimizerKind::Adam] {
+            let mut optimizer = optimizer(kind, 1e301, 0.0, 0.0);
+            let mut params = start();
+            optimizer
+                .apply(&mut params, &Array1::from(vec![0.0, 0.0, 0.5]))
+                .unwrap_or_else(|error| panic!("{kind}: {error}"));
+            assert_eq!(params.weights.to_vec(), vec![1.0, -2.0], "{kind}");
+            let expected = 0.5 - 1e301 * (0.5 / (0.5 + 1e-8));
+            assert!(
+                ((params.bias - expected) / expected).abs() < 1e-12,
+                "{kind}: bias {:e} vs {expected:e}",
+                params.bias
+            );
+        }
+    }
+
+    #[test]
+    fn step_along_a_zero_direction_keeps_the_sign_of_the_product() {
+        for rate in [0.0, 1e-8, 0.1, 1e300] {
+            for direction in [0.0f64, -0.0, 1.5, -2.5] {
+                let expected = rate * direction;
+                assert_eq!(
+                    step_along(rate, direction).to_bits(),
+                    expected.to_bits(),
+                    "{rate} * {direction}"
+                );
+            }
+        }
+        assert_eq!(step_along(f64::INFINITY, 0.0), 0.0);
+        assert_eq!(
+            step_along(f64::INFINITY, -0.0).to_bits(),
+            (-0.0f64).to_bits()
+        );
     }
 
     #[test]
