@@ -35,7 +35,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
 
 use crate::evaluate::{EvalSummary, evaluate};
-use crate::features::{Coll, Example, NUM_FEATURES, Time, time_epoch};
+use crate::features::{Coll, EPOCH_STEP, Example, NUM_FEATURES, Time, time_epoch};
 use crate::model::{GradSum, Optimizer, OptimizerConfig, Params, batch_hash, predict};
 use crate::scaler::{FeatureStats, Histogram, ScalerKind, scale_example};
 
@@ -168,6 +168,17 @@ enum Message {
     },
     /// A worker's gradient sum of one mini-batch.
     Gradient { batch: u64, sum: GradSum },
+    /// A worker could not compute its part of a round (a non-finite
+    /// gradient): every worker stops at the next round, before applying it.
+    Failed { error: String },
+}
+
+/// Why a round stopped training.
+enum Stop {
+    /// This worker failed; the others must be told.
+    Here(String),
+    /// Another worker failed and said so.
+    Elsewhere(String),
 }
 
 /// A message and the worker it is for.
@@ -277,7 +288,21 @@ pub fn train<'scope>(
                     let letters = inbox.remove(&time).unwrap_or_default();
                     let outgoing = match round(current, letters, peers, &options, &mut report) {
                         Ok(outgoing) => outgoing,
-                        Err(error) => {
+                        Err(Stop::Here(error)) => {
+                            report.error.get_or_insert(error.clone());
+                            let others = (0..peers).filter(|&target| target != index);
+                            others
+                                .map(|target| {
+                                    (
+                                        target,
+                                        Message::Failed {
+                                            error: error.clone(),
+                                        },
+                                    )
+                                })
+                                .collect()
+                        }
+                        Err(Stop::Elsewhere(error)) => {
                             report.error.get_or_insert(error);
                             Vec::new()
                         }
@@ -362,8 +387,9 @@ fn round(
     peers: u64,
     options: &TrainerOptions,
     report: &mut TrainerReport,
-) -> Result<Vec<Envelope>, String> {
+) -> Result<Vec<Envelope>, Stop> {
     let mut gradient: Option<GradSum> = None;
+    let mut failed: Option<String> = None;
     for letter in letters {
         match letter {
             Message::Hello {
@@ -390,7 +416,13 @@ fn round(
                     None => gradient = Some(sum),
                 }
             }
+            Message::Failed { error } => {
+                failed.get_or_insert(error);
+            }
         }
+    }
+    if let Some(error) = failed {
+        return Err(Stop::Elsewhere(error));
     }
 
     let mut outgoing = Vec::new();
@@ -398,6 +430,18 @@ fn round(
         // All counts are in: score with the previous epoch's model, then form batches.
         let batch_size = options.optimizer.batch_size as u64;
         active.batches = active.examples_total.div_ceil(batch_size);
+        // Rounds 1..=batches + 1 must stay below the next epoch's time.
+        if active.batches >= EPOCH_STEP {
+            let (epoch, examples) = (active.epoch, active.examples_total);
+            let least = examples.div_ceil(EPOCH_STEP - 1);
+            return Err(Stop::Here(format!(
+                "epoch {epoch}: {examples} examples make {} mini-batches of {batch_size}, more \
+                 than the {} an epoch allows; use --batch-size {least} or more, or a shorter \
+                 --bucket",
+                active.batches,
+                EPOCH_STEP - 1
+            )));
+        }
         let stats = report.model.histogram.stats();
         let examples = std::mem::take(&mut active.examples);
         let scores = scale_and_score(
@@ -413,20 +457,25 @@ fn round(
             Vec::new()
         };
         outgoing.push((0, Message::Scores { scores, examples }));
-    } else if let Some(mean) = gradient.and_then(|total| total.mean()) {
+    } else if let Some(mean) = gradient.as_ref().and_then(GradSum::mean) {
         // NB: batches come from a hash, so one can be empty everywhere; it
         // takes no step.
         report
             .model
             .optimizer
             .apply(&mut report.model.params, &mean)
-            .map_err(|error| format!("epoch {}: {error}; a smaller --lr may help", active.epoch))?;
+            .map_err(|error| {
+                Stop::Here(format!(
+                    "epoch {}: {error}; a smaller --lr may help",
+                    active.epoch
+                ))
+            })?;
     }
 
     // Send this worker's sum of the next batch, computed with the updated model.
     let batch = active.round - 1;
     if batch < active.batches {
-        let sum = batch_gradient(active, batch, &report.model.params)?;
+        let sum = batch_gradient(active, batch, &report.model.params).map_err(Stop::Here)?;
         outgoing.extend((0..peers).map(|target| {
             (
                 target,
