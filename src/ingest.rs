@@ -108,27 +108,20 @@ impl LineParser {
 /// first of which is numbered `first_line`; strips a trailing `\r`. Returns
 /// the number of line breaks in the block.
 fn for_each_line(block: &[u8], first_line: u64, mut each: impl FnMut(u64, &[u8])) -> u64 {
-    let mut line = first_line;
     let mut start = 0;
-    let mut breaks = 0;
-    for end in memchr::memchr_iter(b'\n', block).chain(std::iter::once(block.len())) {
-        let mut text = &block[start..end];
-        if let [rest @ .., b'\r'] = text {
-            text = rest;
-        }
-        if !text.is_empty() {
-            each(line, text);
-        }
-        if end < block.len() {
-            breaks += 1;
-        }
-        line += 1;
-        start = end + 1;
+    let ends = memchr::memchr_iter(b'\n', block).chain(std::iter::once(block.len()));
+    for (line, end) in (first_line..).zip(ends) {
         if start > block.len() {
             break;
         }
+        let text = &block[start..end];
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if !text.is_empty() {
+            each(line, text);
+        }
+        start = end + 1;
     }
-    breaks
+    memchr::memchr_iter(b'\n', block).count() as u64
 }
 
 /// What a worker needs to know about one input file before reading its share.
@@ -199,11 +192,10 @@ impl InputFile {
         let mut lines = lines.into_iter();
         let (mut data_start, mut data_first_line) = (bom as u64, 1);
         let mut header = None;
-        if has_header {
-            if let (Some((_, record)), Some((start, line))) = (lines.next(), after_header) {
-                header = Some(record);
-                (data_start, data_first_line) = (start, line);
-            }
+        if has_header && let (Some((_, record)), Some((start, line))) = (lines.next(), after_header)
+        {
+            header = Some(record);
+            (data_start, data_first_line) = (start, line);
         }
         let first_record = lines.next().map(|(_, record)| record);
         Ok(InputFile {
