@@ -759,11 +759,11 @@ impl RowWriter {
             2_053_013_552_000_000_000 + mix(category + 0x4ee5) % 1_000_000_000_000,
         );
         buf.push(b',');
-        if category % 3 != 0 {
+        if !category.is_multiple_of(3) {
             buf.extend_from_slice(CATEGORY_CODES[(category % 6) as usize].as_bytes());
         }
         buf.push(b',');
-        if item_hash % 7 != 0 {
+        if !item_hash.is_multiple_of(7) {
             buf.extend_from_slice(BRANDS[(item_hash % 6) as usize].as_bytes());
         }
         buf.push(b',');
