@@ -35,6 +35,8 @@ pub enum Command {
     Run(Box<RunFlags>),
     /// List the built-in dataflow specs (input formats).
     Specs,
+    /// Write a synthetic event log shaped like the real ones, for benchmarks.
+    Generate(crate::generate::GenerateFlags),
 }
 
 /// The raw flags of `deltarec run`.
@@ -349,7 +351,7 @@ mod tests {
             .command
         {
             Command::Run(flags) => flags.validate(),
-            Command::Specs => unreachable!(),
+            Command::Specs | Command::Generate(_) => unreachable!(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod dataflow;
 pub mod evaluate;
 pub mod event;
 pub mod features;
+pub mod generate;
 pub mod ingest;
 pub mod model;
 pub mod output;

@@ -20,6 +20,25 @@ fn main() -> ExitCode {
             print(&text);
             ExitCode::SUCCESS
         }
+        Command::Generate(flags) => {
+            let (options, path) = match flags.validate() {
+                Ok(checked) => checked,
+                Err(error) => {
+                    eprintln!("deltarec: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            match deltarec::generate::write_file(&options, &path) {
+                Ok(stats) => {
+                    println!("{}: {stats}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("deltarec: writing {}: {error}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(flags) => {
             let config = match flags.validate() {
                 Ok(config) => config,
