@@ -384,6 +384,31 @@ fn kind_counts<'a, V: 'a>(
     any.then_some(counts)
 }
 
+/// The four aggregates of a user or an item, `[views, carts, purchases,
+/// distinct partners]`, from the reduce input of its key: `classify` says of a
+/// value whether it is a lagged event of a kind (`Some(Some(kind))`), one
+/// distinct partner (`Some(None)`), or neither. `None` for a key with no
+/// lagged event.
+fn entity_features<V>(
+    input: &[(&V, isize)],
+    classify: impl Fn(&V) -> Option<Option<Kind>>,
+) -> Option<[u64; 4]> {
+    let counts = kind_counts(input.iter().map(|(v, r)| (*v, *r)), |v| {
+        classify(v).flatten()
+    })?;
+    let partners: isize = input
+        .iter()
+        .filter(|(v, _)| classify(v) == Some(None))
+        .map(|(_, r)| *r)
+        .sum();
+    Some([
+        counts[Kind::View as usize],
+        counts[Kind::Cart as usize],
+        counts[Kind::Purchase as usize],
+        partners as u64,
+    ])
+}
+
 fn pair_stage<'scope>(
     lagged: Coll<'scope, PairEvent>,
     active: Coll<'scope, ((u64, u64), PairIn)>,
@@ -442,26 +467,15 @@ fn user_stage<'scope>(
         .map(|(user, _, kind)| (user, UserIn::Kind(kind)))
         .concat(from_pairs);
     reduce(input, "features: users", |_user, input, output| {
-        let counts = kind_counts(input.iter().map(|(v, r)| (*v, *r)), |v| match v {
-            UserIn::Kind(kind) => Some(*kind),
-            _ => None,
+        let feat = entity_features(input, |v| match v {
+            UserIn::Kind(kind) => Some(Some(*kind)),
+            UserIn::Item => Some(None),
+            UserIn::Partial { .. } => None,
         });
-        let items: isize = input
-            .iter()
-            .filter(|(v, _)| matches!(v, UserIn::Item))
-            .map(|(_, r)| *r)
-            .sum();
-        let feat = counts.map_or([0; 4], |c| {
-            [
-                c[Kind::View as usize],
-                c[Kind::Cart as usize],
-                c[Kind::Purchase as usize],
-                items as u64,
-            ]
-        });
-        if counts.is_some() {
+        if let Some(feat) = feat {
             output.push((UserOut::Feat(feat), 1));
         }
+        let feat = feat.unwrap_or_default();
         for (value, _) in input {
             if let UserIn::Partial {
                 epoch,
@@ -518,26 +532,15 @@ fn item_stage<'scope>(
         .concat(from_pairs)
         .concat(from_users);
     reduce(input, "features: items", |item, input, output| {
-        let counts = kind_counts(input.iter().map(|(v, r)| (*v, *r)), |v| match v {
-            ItemIn::Kind(kind) => Some(*kind),
-            _ => None,
+        let feat = entity_features(input, |v| match v {
+            ItemIn::Kind(kind) => Some(Some(*kind)),
+            ItemIn::User => Some(None),
+            ItemIn::Partial { .. } => None,
         });
-        let users: isize = input
-            .iter()
-            .filter(|(v, _)| matches!(v, ItemIn::User))
-            .map(|(_, r)| *r)
-            .sum();
-        let feat = counts.map_or([0; 4], |c| {
-            [
-                c[Kind::View as usize],
-                c[Kind::Cart as usize],
-                c[Kind::Purchase as usize],
-                users as u64,
-            ]
-        });
-        if counts.is_some() {
+        if let Some(feat) = feat {
             output.push((ItemOut::Feat(feat), 1));
         }
+        let feat = feat.unwrap_or_default();
         for (value, _) in input {
             if let ItemIn::Partial {
                 epoch,
