@@ -74,7 +74,8 @@ echo
 echo "## The reference task: deltarec and today's tools, $events events"
 echo
 echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(nproc) cores," \
-    "$(free -g | awk '/Mem:/ { print $2 }') GiB memory; $("$py" -c 'import duckdb, sklearn, river
+    "$(free -g | awk '/Mem:/ { print $2 }') GiB memory, load $(cut -d' ' -f1 /proc/loadavg);" \
+    "$("$py" -c 'import duckdb, sklearn, river
 print(f"duckdb {duckdb.__version__}, scikit-learn {sklearn.__version__}, river {river.__version__}")')$(
     [ "$vw" = 1 ] && "$venv/bin/pip" show vowpalwabbit 2>/dev/null | awk '/^Version/ { printf ", vowpalwabbit %s", $2 }')"
 echo
