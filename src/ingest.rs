@@ -69,7 +69,12 @@ impl LineParser {
     /// A parser for fields separated by `delimiter`.
     pub fn new(delimiter: u8) -> LineParser {
         LineParser {
-            core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            // NB: only '\n' ends a line (the caller splits on it); a bare '\r'
+            // inside a line is field content, never a record end.
+            core: csv_core::ReaderBuilder::new()
+                .delimiter(delimiter)
+                .terminator(csv_core::Terminator::Any(b'\n'))
+                .build(),
             output: vec![0; 1024],
             ends: vec![0; 32],
         }
@@ -399,12 +404,13 @@ impl ShareReader {
                 let old = self.block.len();
                 self.block.resize(old + want, 0);
                 let got = read_full(&mut self.file, &mut self.block[old..])?;
-                self.block.truncate(old + got);
-                self.remaining = if got < want {
-                    0
-                } else {
-                    self.remaining - got as u64
-                };
+                if got < want {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while it was being read; rerun once it is complete",
+                    ));
+                }
+                self.remaining -= got as u64;
             }
             if self.remaining == 0 {
                 return Ok(!self.block.is_empty());
@@ -528,6 +534,14 @@ mod tests {
         assert_eq!(record, ByteRecord::from(vec!["7", "x\"y", "open 7"]));
         parser.parse(b"1,\"a,b\",\"say \"\"hi\"\"\"", &mut record);
         assert_eq!(record, ByteRecord::from(vec!["1", "a,b", "say \"hi\""]));
+    }
+
+    #[test]
+    fn a_bare_carriage_return_is_field_content_not_a_line_end() {
+        let mut parser = LineParser::new(b',');
+        let mut record = ByteRecord::new();
+        parser.parse(b"1,2\r3,4", &mut record);
+        assert_eq!(record, ByteRecord::from(vec!["1", "2\r3", "4"]));
     }
 
     #[test]

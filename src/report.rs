@@ -137,7 +137,12 @@ pub fn write_results(
         remove_if_present(&out.join("examples.csv"))?;
     }
     if !config.emit_features && out.join("features").is_dir() {
-        std::fs::remove_dir_all(out.join("features"))?;
+        std::fs::remove_dir_all(out.join("features")).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot remove {}/features: {err}", out.display()),
+            )
+        })?;
     }
     Ok(summarize(results, facts, out))
 }
@@ -169,7 +174,13 @@ pub fn write_metrics(
 
 fn remove_if_present(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(io::Error::new(
+            err.kind(),
+            format!(
+                "cannot replace {}: {err}; remove it and rerun",
+                path.display()
+            ),
+        )),
         _ => Ok(()),
     }
 }
@@ -353,7 +364,15 @@ fn write_examples(path: &Path, examples: &[Example]) -> io::Result<()> {
 }
 
 fn write_features(dir: &Path, aggregates: &[Aggregate]) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).map_err(|err| {
+        io::Error::new(
+            err.kind(),
+            format!(
+                "cannot create the directory {}: {err}; remove what is there",
+                dir.display()
+            ),
+        )
+    })?;
     let rows = |pick: fn(&Aggregate) -> Option<String>| {
         aggregates.iter().filter_map(pick).collect::<Vec<_>>()
     };

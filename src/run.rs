@@ -203,12 +203,27 @@ fn run_on(
         seconds: started.elapsed().as_secs_f64(),
     };
     let summary = report::write_results(&config.out, config, &results, &facts)?;
+    report::write_metrics(&config.out, &results, &summary, &facts)?;
+
+    // The state last: a run killed before this point is rerun from the old
+    // state with the same arguments, and rewrites the same outputs.
     if let Some(dir) = &config.state {
+        // Only accepted rows close their epoch: a rejected row, whatever its
+        // time, must not turn a later log's rows into late ones.
+        let accepted = results
+            .report
+            .epochs
+            .iter()
+            .filter(|epoch| epoch.rows > epoch.rejected);
+        let last_epoch = accepted
+            .map(|epoch| epoch.epoch)
+            .max()
+            .max(resume.as_ref().and_then(|saved| saved.last_epoch));
         let mut files = resume.map(|saved| saved.files.clone()).unwrap_or_default();
         files.extend(fingerprints);
         let saved = State {
             options: fixed,
-            last_epoch: results.report.model.last_epoch,
+            last_epoch,
             files,
             model: results.report.model.clone(),
             pairs: results
@@ -220,9 +235,13 @@ fn run_on(
                 })
                 .collect(),
         };
-        state::save(dir, &saved).map_err(|err| RunError::State(err.to_string()))?;
+        state::save(dir, &saved).map_err(|err| {
+            RunError::State(format!(
+                "the outputs are written, but the state could not be saved: {err}; fix that and \
+                 rerun with the same arguments"
+            ))
+        })?;
     }
-    report::write_metrics(&config.out, &results, &summary, &facts)?;
     Ok(Some(summary))
 }
 
@@ -390,9 +409,27 @@ fn job_fingerprint(config: &RunConfig, spec: &Spec, plan: &Plan) -> u64 {
         .iter()
         .map(|file| (file.len, file.data_start))
         .collect();
+    // A spec file's content, not just its name; and the saved state each
+    // process resumes from (every process must start from the same one).
+    let spec_text = std::fs::read(spec.origin()).unwrap_or_default();
+    let resumed = plan.resume.as_ref().map(|state| {
+        let pairs = state.pairs.iter().fold(0u64, |hash, (user, item, counts)| {
+            let mixed = user ^ item.rotate_left(21) ^ counts.iter().sum::<u64>().rotate_left(42);
+            hash.wrapping_mul(31)
+                .wrapping_add(crate::model::batch::splitmix64(mixed))
+        });
+        (
+            state.last_epoch,
+            state.pairs.len(),
+            pairs,
+            state.files.len(),
+        )
+    });
     let text = format!(
-        "{} {} {:?} {} {} {} {:?} {:?} {:?}",
+        "{} {} {:?} {} {:?} {} {} {} {:?} {:?} {:?}",
         spec.name(),
+        crc32fast::hash(&spec_text),
+        resumed,
         config.bucket_ms,
         config.lateness,
         config.bot_threshold,

@@ -466,7 +466,7 @@ fn round(
             .apply(&mut report.model.params, &mean)
             .map_err(|error| {
                 Stop::Here(format!(
-                    "epoch {}: {error}; a smaller --lr may help",
+                    "epoch {}: {error}; a smaller --lr (or --l2) may help",
                     active.epoch
                 ))
             })?;

@@ -334,3 +334,31 @@ fn changed_options_and_replayed_files_are_refused() {
     );
     assert!(quarantine.lines().count() > 1);
 }
+
+#[test]
+fn a_rejected_row_never_closes_an_epoch_for_the_next_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = GenOpts::days(4);
+    let text = generate(41, Format::Taobao, &opts);
+    let parts = split_epochs(&text, Format::Taobao, DAY_MS, &[opts.start_ms / DAY_MS + 2]);
+    // Day 1 ends with a malformed row dated in the year 2090.
+    let day1 = format!("{}7,8,9,click,3800000000\n", parts[0]);
+    let files = write_parts(dir.path(), "day", &[day1, parts[1].clone()]);
+    let state = dir.path().join("state");
+    let run = |file: &PathBuf, out: &str| {
+        let out = dir.path().join(out);
+        let args = [
+            "--spec",
+            "taobao",
+            "--state",
+            state.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        succeed(&args, std::slice::from_ref(file));
+        read(&out.join("quarantine.csv"))
+    };
+    run(&files[0], "out1");
+    let quarantine = run(&files[1], "out2");
+    assert!(!quarantine.contains(",late,"), "{quarantine}");
+}
