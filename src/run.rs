@@ -135,6 +135,15 @@ fn run_on(
         .map(|(path, name)| Fingerprint::of(path, name))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| RunError::Input(format!("cannot read an input: {err}")))?;
+    // One run at a time per state directory, from before it is read until
+    // the new state is saved.
+    let _lock = match (&config.state, config.process) {
+        (Some(dir), 0) => {
+            report::prepare_dir(dir, "--state").map_err(RunError::Usage)?;
+            Some(state::Lock::take(dir).map_err(RunError::State)?)
+        }
+        _ => None,
+    };
     let resume = match &config.state {
         Some(dir) => state::load(dir).map_err(|err| RunError::State(err.to_string()))?,
         None => None,

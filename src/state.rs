@@ -308,6 +308,64 @@ pub fn save(dir: &Path, state: &State) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Keeps other runs out of a state directory while this run uses it; released
+/// on drop.
+///
+/// The lock is a file `DIR/lock` holding the owner's process id. A lock left
+/// by a process that no longer runs (a killed run) is taken over.
+#[derive(Debug)]
+pub struct Lock(PathBuf);
+
+impl Lock {
+    /// Takes the lock of `dir`.
+    ///
+    /// # Errors
+    /// When another running process holds it, or it cannot be written.
+    pub fn take(dir: &Path) -> Result<Lock, String> {
+        let path = dir.join("lock");
+        let mine = std::process::id().to_string();
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    file.write_all(mine.as_bytes())
+                        .map_err(|err| err.to_string())?;
+                    return Ok(Lock(path));
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    let owner = fs::read_to_string(&path).unwrap_or_default();
+                    let owner = owner.trim();
+                    let alive = !owner.is_empty() && Path::new("/proc").join(owner).exists();
+                    if alive && owner != mine {
+                        return Err(format!(
+                            "--state {}: another run (process {owner}) is using it; wait for it \
+                             to end, or remove {} if that process is not a deltarec run",
+                            dir.display(),
+                            path.display()
+                        ));
+                    }
+                    let _ = fs::remove_file(&path);
+                }
+                Err(err) => return Err(format!("--state {}: {err}", dir.display())),
+            }
+        }
+        Err(format!(
+            "--state {}: cannot take {}",
+            dir.display(),
+            path.display()
+        ))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +461,28 @@ mod tests {
         // The previous state is intact and loads.
         fs::rename(previous_path(&dir), state_path(&dir)).unwrap();
         assert!(load(&dir).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_state_directory_has_one_user_at_a_time() {
+        let dir = temp_dir("lock");
+        fs::create_dir_all(&dir).unwrap();
+        let lock = Lock::take(&dir).unwrap();
+        // Held by this (running) process: a second taker from elsewhere would be refused;
+        // here the owner is this process itself, so a stale-looking lock of a dead
+        // process is what we can simulate.
+        drop(lock);
+        assert!(!dir.join("lock").exists());
+        fs::write(dir.join("lock"), "999999999").unwrap();
+        let taken = Lock::take(&dir).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("lock")).unwrap(),
+            std::process::id().to_string()
+        );
+        drop(taken);
+        fs::write(dir.join("lock"), "1").unwrap();
+        let refused = Lock::take(&dir).unwrap_err();
+        assert!(refused.contains("another run (process 1)"), "{refused}");
     }
 
     #[test]
