@@ -131,11 +131,9 @@ mod tests {
     use super::*;
 
     fn splitmix(state: &mut u64) -> u64 {
+        let value = crate::model::batch::splitmix64(*state);
         *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        value
     }
 
     /// AUC by definition: over all positive-negative pairs, 1 when the

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::trainer_outputs::real_dir;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,17 +27,6 @@ const RUN_BOUND: Duration = Duration::from_secs(180);
 /// How long a process may take to fail once its failure is due: the task's
 /// "within 10 seconds".
 const FAILURE_BOUND: Duration = Duration::from_secs(10);
-
-/// The shared real samples, beside the repository.
-fn real_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} is absent", dir.display());
-        None
-    }
-}
 
 /// Processes spawned by a test; all are killed when it drops.
 #[derive(Default)]

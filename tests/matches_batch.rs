@@ -6,23 +6,14 @@
 
 mod common;
 
+use common::trainer_outputs::real_dir;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::r#gen::{BotOpts, GenOpts, Order, generate, split_rows, write_log, write_parts};
 use common::oracle::{DAY_MS, Format, HOUR_MS, OracleConfig, run_oracle};
 use common::outputs::assert_matches;
-
-/// The shared real samples, beside the repository.
-fn real_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} is absent", dir.display());
-        None
-    }
-}
 
 fn spec_name(format: Format) -> &'static str {
     match format {
