@@ -132,6 +132,14 @@ pub struct RunFlags {
     #[arg(long)]
     pub force: bool,
 
+    /// Also save a checkpoint in the --state directory after every K epochs
+    /// trained, so that a run that is killed goes on from there when rerun
+    /// with the same arguments. Epochs close as the input is read only with
+    /// a bounded --lateness; otherwise they close, and checkpoints are
+    /// taken, after the whole input is read.
+    #[arg(long, value_name = "K")]
+    pub checkpoint_every: Option<u64>,
+
     /// Cluster mode: seconds to wait for every peer to connect (> 0).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub connect_timeout: u64,
@@ -180,6 +188,8 @@ pub struct RunConfig {
     pub state: Option<PathBuf>,
     /// As `--force`.
     pub force: bool,
+    /// As `--checkpoint-every`.
+    pub checkpoint_every: Option<u64>,
     /// How long the connection phase of cluster mode may take (> 0).
     pub connect_timeout: std::time::Duration,
     /// Whether to print progress.
@@ -240,6 +250,15 @@ impl RunFlags {
                 self.processes
             ));
         }
+        if self.checkpoint_every == Some(0) {
+            return Err("--checkpoint-every 0: give a number of epochs, 1 or more".into());
+        }
+        if self.checkpoint_every.is_some() && self.state.is_none() {
+            return Err(
+                "--checkpoint-every: checkpoints are saved in the state directory; add --state DIR"
+                    .into(),
+            );
+        }
         if self.connect_timeout == 0 {
             return Err("--connect-timeout 0: peers need time to connect; use 1 or more".into());
         }
@@ -265,6 +284,7 @@ impl RunFlags {
             addresses,
             state: self.state,
             force: self.force,
+            checkpoint_every: self.checkpoint_every,
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout),
             progress: !self.quiet,
         })

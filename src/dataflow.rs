@@ -23,11 +23,13 @@ use crate::clean::Binding;
 use crate::event::Kind;
 use crate::event::{Event, Reason};
 use crate::features::{
-    self, Aggregate, Cleaned, Coll, FeatureOptions, PairEvent, Time, epoch_time,
+    self, Aggregate, Cleaned, Coll, Example, FeatureOptions, PairEvent, Time, epoch_time,
 };
 use crate::ingest::{InputFile, ShareReader};
 use crate::state::State;
-use crate::trainer::{self, Tally, TallyKind, TrainIn, TrainerOptions, TrainerReport};
+use crate::trainer::{
+    self, EpochMetrics, ModelState, Tally, TallyKind, TrainIn, TrainerOptions, TrainerReport,
+};
 
 /// A rejected data row, as `quarantine.csv` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -64,7 +66,46 @@ pub struct Plan {
     pub progress: bool,
     /// The state a resumed run starts from.
     pub resume: Option<Arc<State>>,
+    /// When `resume` is an unfinished run's checkpoint: what that run had
+    /// done before it.
+    pub restart: Option<Restart>,
+    /// Where worker 0 sends checkpoints, when the run takes them.
+    pub checkpoints: Option<Box<CheckpointSink>>,
 }
+
+/// An unfinished run restarted from its checkpoint (whose aggregates and
+/// model are the plan's `resume`, as of the checkpoint's last epoch).
+pub struct Restart {
+    /// The first epoch the run left open when it first started: its inputs'
+    /// rows before it are late, as they were then. Rows of the epochs from
+    /// here up to the checkpoint's are skipped: the checkpoint holds them.
+    pub first_open: u64,
+    /// The run's metrics up to the checkpoint.
+    pub epochs: Vec<EpochMetrics>,
+    /// Its scored examples up to the checkpoint.
+    pub scores: Vec<(f64, bool)>,
+    /// Its examples up to the checkpoint, when collected.
+    pub examples: Vec<Example>,
+}
+
+/// What a checkpoint holds of the dataflow: everything up to the end of `epoch`.
+pub struct CheckpointData<'a> {
+    /// The last epoch the checkpoint covers.
+    pub epoch: u64,
+    /// The model after it.
+    pub model: &'a ModelState,
+    /// The clean-event counts of every pair the dataflow holds, as of its end.
+    pub pairs: Vec<(u64, u64, [u64; 5])>,
+    /// The metrics of the run's epochs up to it.
+    pub epochs: &'a [EpochMetrics],
+    /// The run's scored examples up to it.
+    pub scores: &'a [(f64, bool)],
+    /// The run's examples up to it, when collected.
+    pub examples: &'a [Example],
+}
+
+/// Saves a checkpoint; returns a line saying what was saved, or why not.
+pub type CheckpointSink = dyn Fn(CheckpointData<'_>) -> Result<String, String> + Send + Sync;
 
 /// What worker 0 returns: everything the run writes.
 pub struct Results {
@@ -87,9 +128,14 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     if let Some(state) = &plan.resume {
         fresh.model = state.model.clone();
     }
+    if let (Some(restart), 0) = (&plan.restart, index) {
+        fresh.epochs = restart.epochs.clone();
+        fresh.scores = restart.scores.clone();
+        fresh.examples = restart.examples.clone();
+    }
     let report = Rc::new(RefCell::new(fresh));
     let quarantine = Rc::new(RefCell::new(Vec::new()));
-    let aggregates = Rc::new(RefCell::new(HashMap::<Aggregate, isize>::new()));
+    let gathered = Rc::new(RefCell::new(Gathered::new()));
 
     let (mut events_in, mut tallies_in, mut rejects_in, mut restored_in) = worker
         .dataflow::<Time, _, _>(|scope| {
@@ -127,17 +173,26 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
             if plan.collect_aggregates {
                 // NB: a saved state needs the pair aggregates, so the run collects
                 // them whenever it saves one.
-                let sink = aggregates.clone();
+                let sink = gathered.clone();
+                let by_time = plan.checkpoints.is_some();
                 streams.aggregates.inner.sink(
                     Exchange::new(|_: &(Aggregate, Time, isize)| 0),
                     "features: gather",
-                    move |(input, _)| {
+                    move |(input, frontier)| {
+                        let mut sink = sink.borrow_mut();
                         input.for_each(|_, data| {
-                            let mut sink = sink.borrow_mut();
-                            for (aggregate, _, diff) in data.drain(..) {
-                                *sink.entry(aggregate).or_insert(0) += diff;
+                            for (aggregate, time, diff) in data.drain(..) {
+                                if by_time {
+                                    sink.pending
+                                        .entry(time)
+                                        .or_default()
+                                        .push((aggregate, diff));
+                                } else {
+                                    sink.add(aggregate, diff);
+                                }
                             }
-                        })
+                        });
+                        sink.frontier = frontier.frontier().iter().copied().min();
                     },
                 );
             }
@@ -145,7 +200,9 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         });
 
     // A resumed run enters its saved aggregates at the first open epoch, and
-    // rows of the closed epochs are late.
+    // rows of the closed epochs are late (or, restarting from a checkpoint,
+    // skipped).
+    let mut floor = 0;
     if let Some(state) = &plan.resume {
         let open = epoch_time(state.last_epoch.map_or(0, |epoch| epoch + 1));
         for (user, item, counts) in state.pairs.iter().skip(index).step_by(peers) {
@@ -159,8 +216,16 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         tallies_in.advance_to(open);
         rejects_in.advance_to(open);
         restored_in.advance_to(open);
+        floor = open;
     }
     drop(restored_in);
+    let skip_through = match (&plan.restart, &plan.resume) {
+        (Some(restart), Some(state)) => {
+            floor = epoch_time(restart.first_open);
+            state.last_epoch
+        }
+        _ => None,
+    };
 
     // Feed this worker's share of every file.
     let started = Instant::now();
@@ -172,8 +237,16 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         block_tallies: BTreeMap::new(),
         bucket: plan.features.bucket_ms,
         lateness: plan.lateness,
+        floor,
+        skip_through,
         newest_epoch: None,
         rows: 0,
+    };
+    let checkpoints = plan.checkpoints.as_deref().filter(|_| index == 0);
+    let checkpoint = || {
+        if let Some(sink) = checkpoints {
+            take_checkpoint(&report, &gathered, sink, plan.progress);
+        }
     };
     for (file, binding) in plan.files.iter().zip(&plan.bindings) {
         let share = file
@@ -187,6 +260,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
                 .map_err(|error| format!("reading {}: {error}", file.path.display()))?;
             feed.flush();
             worker.step();
+            checkpoint();
 
             if plan.progress && index == 0 && last_progress.elapsed().as_secs_f64() >= 2.0 {
                 last_progress = Instant::now();
@@ -205,7 +279,9 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
 
     // Close the inputs and let every epoch finish.
     drop(feed);
-    while worker.step_or_park(None) {}
+    while worker.step_or_park(None) {
+        checkpoint();
+    }
 
     if index != 0 {
         return Ok(None);
@@ -216,8 +292,10 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     );
     let mut quarantine = std::mem::take(&mut *quarantine.borrow_mut());
     quarantine.sort();
-    let mut aggregates: Vec<Aggregate> = aggregates
-        .borrow()
+    let mut gathered = gathered.borrow_mut();
+    gathered.settle_through(Time::MAX);
+    let mut aggregates: Vec<Aggregate> = gathered
+        .settled
         .iter()
         .filter(|(_, diff)| **diff > 0)
         .map(|(aggregate, _)| *aggregate)
@@ -230,6 +308,102 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     }))
 }
 
+/// The aggregates gathered at worker 0.
+struct Gathered {
+    /// Each aggregate's multiplicity, without zeros.
+    settled: HashMap<Aggregate, isize>,
+    /// Updates not settled yet, by time: kept while the run takes
+    /// checkpoints, which need the aggregates as of a past epoch.
+    pending: BTreeMap<Time, Vec<(Aggregate, isize)>>,
+    /// The least time at which an aggregate may still change; `None` once
+    /// none can.
+    frontier: Option<Time>,
+}
+
+impl Gathered {
+    fn new() -> Gathered {
+        Gathered {
+            settled: HashMap::new(),
+            pending: BTreeMap::new(),
+            frontier: Some(0),
+        }
+    }
+
+    fn add(&mut self, aggregate: Aggregate, diff: isize) {
+        let entry = self.settled.entry(aggregate).or_insert(0);
+        *entry += diff;
+        if *entry == 0 {
+            self.settled.remove(&aggregate);
+        }
+    }
+
+    /// Settles the pending updates at times up to `time`.
+    fn settle_through(&mut self, time: Time) {
+        let later = match time.checked_add(1) {
+            Some(next) => self.pending.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        for (_, updates) in std::mem::replace(&mut self.pending, later) {
+            for (aggregate, diff) in updates {
+                self.add(aggregate, diff);
+            }
+        }
+    }
+
+    /// Whether no aggregate can change any more at `time` or before.
+    fn final_through(&self, time: Time) -> bool {
+        self.frontier.is_none_or(|least| least > time)
+    }
+}
+
+/// Worker 0: saves a checkpoint at the newest epoch the trainer has taken a
+/// snapshot of whose aggregates are final.
+fn take_checkpoint(
+    report: &RefCell<TrainerReport>,
+    gathered: &RefCell<Gathered>,
+    sink: &CheckpointSink,
+    progress: bool,
+) {
+    let mut report = report.borrow_mut();
+    let mut gathered = gathered.borrow_mut();
+    // The aggregates at time `epoch_time(e + 1)` are those as of the end of `e`.
+    let Some(newest) = report
+        .snapshots
+        .iter()
+        .rposition(|snapshot| gathered.final_through(epoch_time(snapshot.epoch + 1)))
+    else {
+        return;
+    };
+    let snapshot = report
+        .snapshots
+        .drain(..=newest)
+        .next_back()
+        .expect("the position is in range");
+    gathered.settle_through(epoch_time(snapshot.epoch + 1));
+    let pairs = gathered
+        .settled
+        .iter()
+        .filter(|(_, diff)| **diff > 0)
+        .filter_map(|(aggregate, _)| match aggregate {
+            Aggregate::Pair(user, item, counts) => Some((*user, *item, *counts)),
+            _ => None,
+        })
+        .collect();
+    let data = CheckpointData {
+        epoch: snapshot.epoch,
+        model: &snapshot.model,
+        pairs,
+        epochs: &report.epochs[..snapshot.epochs],
+        scores: &report.scores[..snapshot.scores],
+        examples: &report.examples[..snapshot.examples],
+    };
+    match sink(data) {
+        Ok(line) if progress => eprintln!("{line}"),
+        Ok(_) => {}
+        Err(error) => eprintln!("warning: {error}"),
+    }
+}
+
 /// A worker's inputs, and what it knows of the rows it has read.
 struct Feed {
     events: InputSession<Time, Event, isize>,
@@ -239,6 +413,11 @@ struct Feed {
     block_tallies: BTreeMap<Tally, isize>,
     bucket: i64,
     lateness: Option<u64>,
+    /// Rows of epochs before this time are late.
+    floor: Time,
+    /// Restarting from a checkpoint: the rows of epochs up to this one are
+    /// in it already.
+    skip_through: Option<u64>,
     /// The newest epoch of an accepted row so far.
     newest_epoch: Option<u64>,
     /// Rows read so far, for progress.
@@ -249,7 +428,10 @@ impl Feed {
     /// Cleans one row and sends it on: an event, or a rejection.
     fn row(&mut self, file: u32, binding: &Binding, row: &crate::ingest::Row<'_>) {
         self.rows += 1;
-        let floor = *self.events.time();
+        let floor = self.floor;
+        let at = *self.rejects.time();
+        let skip_through = self.skip_through;
+        let skipped = move |epoch: u64| skip_through.is_some_and(|last| epoch <= last);
         let reject = |reason: Reason| Rejected {
             file,
             line: row.line,
@@ -261,11 +443,13 @@ impl Feed {
                 let event = parsed.event;
                 let epoch = (event.ts / self.bucket) as u64;
                 if epoch_time(epoch) < floor {
-                    self.rejects.update_at(reject(Reason::Late), floor, 1);
+                    self.rejects.update_at(reject(Reason::Late), at, 1);
                     return;
                 }
-                self.count(epoch, &[TallyKind::Rows]);
-                self.events.update_at(event, epoch_time(epoch), 1);
+                if !skipped(epoch) {
+                    self.count(epoch, &[TallyKind::Rows]);
+                    self.events.update_at(event, epoch_time(epoch), 1);
+                }
                 if self.newest_epoch < Some(epoch) {
                     self.newest_epoch = Some(epoch);
                     // A bounded lateness closes the epochs behind the newest at once.
@@ -278,11 +462,11 @@ impl Feed {
                 // A rejected row with a valid time still counts in its open epoch.
                 if let Some(ts) = binding.timestamp(row.record) {
                     let epoch = (ts / self.bucket) as u64;
-                    if epoch_time(epoch) >= floor {
+                    if epoch_time(epoch) >= floor && !skipped(epoch) {
                         self.count(epoch, &[TallyKind::Rows, TallyKind::Rejected]);
                     }
                 }
-                self.rejects.update_at(reject(reason), floor, 1);
+                self.rejects.update_at(reject(reason), at, 1);
             }
         }
     }
@@ -293,8 +477,10 @@ impl Feed {
         }
     }
 
-    /// Sends the tallies and moves every input's time to `floor`, if later.
+    /// Makes rows before `floor` late, and moves every input's time there,
+    /// if later.
     fn advance(&mut self, floor: Time) {
+        self.floor = self.floor.max(floor);
         if floor > *self.events.time() {
             self.send_tallies();
             self.events.advance_to(floor);

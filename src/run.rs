@@ -11,13 +11,13 @@ use timely::communication::allocator::AllocatorBuilder;
 
 use crate::cli::RunConfig;
 use crate::cluster::{self, Failure, Hello};
-use crate::dataflow::{self, Plan, Results};
+use crate::dataflow::{self, CheckpointData, CheckpointSink, Plan, Restart, Results};
 use crate::features::{Aggregate, FeatureOptions};
 use crate::ingest::{self, InputFile};
 use crate::report::{self, RunFacts, Summary};
 use crate::spec::Spec;
-use crate::state::{self, Fingerprint, FixedOptions, State};
-use crate::trainer::TrainerOptions;
+use crate::state::{self, Checkpoint, Fingerprint, FixedOptions, SavedEpoch, State};
+use crate::trainer::{EpochMetrics, TrainerOptions};
 
 /// The embedded default input: the first 10,001 rows of a real Taobao
 /// UserBehavior sample (see `fixtures/README.md`).
@@ -144,9 +144,12 @@ fn run_on(
         }
         _ => None,
     };
-    let resume = match &config.state {
-        Some(dir) => state::load(dir).map_err(|err| RunError::State(err.to_string()))?,
-        None => None,
+    // An unfinished run's checkpoint, if this is that run again; or the
+    // state the last finished run saved.
+    let identity = run_identity(config, &spec, &fingerprints);
+    let (resume, restart) = match &config.state {
+        Some(dir) => resume_from(dir, identity, config.progress && config.process == 0)?,
+        None => (None, None),
     };
     if let Some(saved) = &resume {
         check_resume(
@@ -156,7 +159,7 @@ fn run_on(
             config.force,
             config.state.as_deref(),
         )?;
-        if announce {
+        if announce && restart.is_none() {
             let last = saved
                 .last_epoch
                 .map_or("none".to_string(), |epoch| epoch.to_string());
@@ -167,7 +170,29 @@ fn run_on(
         }
     }
     let resume = resume.map(Arc::new);
+    // The epoch this run's lateness rule starts from, and the epoch its
+    // state closed before it.
+    let first_open = match (&restart, &resume) {
+        (Some(restart), _) => restart.first_open,
+        (None, Some(saved)) => saved.last_epoch.map_or(0, |epoch| epoch + 1),
+        (None, None) => 0,
+    };
+    let closed_before = first_open.checked_sub(1);
 
+    let checkpoints = match (&config.state, config.checkpoint_every, config.process) {
+        (Some(dir), Some(_), 0) => Some(checkpoint_sink(
+            dir.clone(),
+            identity,
+            describe(config, &names),
+            first_open,
+            fixed.clone(),
+            resume
+                .as_ref()
+                .map(|saved| saved.files.clone())
+                .unwrap_or_default(),
+        )),
+        _ => None,
+    };
     let plan = Arc::new(Plan {
         files,
         bindings,
@@ -181,10 +206,13 @@ fn run_on(
             optimizer: config.optimizer,
             scaler: config.scaler,
             collect_examples: config.emit_examples,
+            snapshot_every: config.checkpoint_every.filter(|_| config.state.is_some()),
         },
         collect_aggregates: config.emit_features || config.state.is_some(),
         progress: config.progress,
         resume: resume.clone(),
+        restart,
+        checkpoints,
     });
 
     let job = job_fingerprint(config, &spec, &plan);
@@ -224,10 +252,7 @@ fn run_on(
             .epochs
             .iter()
             .filter(|epoch| epoch.rows > epoch.rejected);
-        let last_epoch = accepted
-            .map(|epoch| epoch.epoch)
-            .max()
-            .max(resume.as_ref().and_then(|saved| saved.last_epoch));
+        let last_epoch = accepted.map(|epoch| epoch.epoch).max().max(closed_before);
         let mut files = resume.map(|saved| saved.files.clone()).unwrap_or_default();
         files.extend(fingerprints);
         let saved = State {
@@ -244,7 +269,11 @@ fn run_on(
                 })
                 .collect(),
         };
-        state::save(dir, &saved).map_err(|err| {
+        // The checkpoints go first: should this run be killed in between,
+        // a rerun starts over from the old state and ends the same way.
+        state::remove_checkpoints(dir)
+            .and_then(|()| state::save(dir, &saved))
+            .map_err(|err| {
             RunError::State(format!(
                 "the outputs are written, but the state could not be saved: {err}; fix that and \
                  rerun with the same arguments"
@@ -252,6 +281,119 @@ fn run_on(
         })?;
     }
     Ok(Some(summary))
+}
+
+/// What a run in `dir` starts from: the checkpoint of an unfinished run when
+/// this is that run again (with what it had done), else the saved state.
+fn resume_from(
+    dir: &Path,
+    identity: u64,
+    announce: bool,
+) -> Result<(Option<State>, Option<Restart>), RunError> {
+    let state_error = |err: state::StateError| RunError::State(err.to_string());
+    let Some(checkpoint) = state::load_checkpoint(dir).map_err(state_error)? else {
+        return Ok((state::load(dir).map_err(state_error)?, None));
+    };
+    if checkpoint.run != identity {
+        return Err(RunError::State(format!(
+            "{} belongs to an unfinished run ({}) that this one is not; rerun that run with the \
+             same arguments to finish it, or remove the file to drop its progress",
+            state::checkpoint_path(dir).display(),
+            checkpoint.described
+        )));
+    }
+    let state = checkpoint.state;
+    if announce {
+        eprintln!(
+            "resuming an unfinished run from its checkpoint: epochs up to {} are done ({} pairs)",
+            state
+                .last_epoch
+                .map_or("none".into(), |epoch| epoch.to_string()),
+            state.pairs.len()
+        );
+    }
+    let restart = Restart {
+        first_open: checkpoint.first_open,
+        epochs: checkpoint.epochs.iter().map(EpochMetrics::from).collect(),
+        scores: checkpoint.scores,
+        examples: checkpoint.examples,
+    };
+    Ok((Some(state), Some(restart)))
+}
+
+/// Saves a checkpoint of this run into `dir`, as worker 0 asks.
+fn checkpoint_sink(
+    dir: PathBuf,
+    identity: u64,
+    described: String,
+    first_open: u64,
+    options: FixedOptions,
+    consumed_before: Vec<Fingerprint>,
+) -> Box<CheckpointSink> {
+    Box::new(move |data: CheckpointData<'_>| {
+        let pairs = data.pairs.len();
+        let checkpoint = Checkpoint {
+            run: identity,
+            described: described.clone(),
+            first_open,
+            state: State {
+                options: options.clone(),
+                last_epoch: Some(data.epoch),
+                files: consumed_before.clone(),
+                model: data.model.clone(),
+                pairs: data.pairs,
+            },
+            epochs: data.epochs.iter().map(SavedEpoch::from).collect(),
+            scores: data.scores.to_vec(),
+            examples: data.examples.to_vec(),
+        };
+        let bytes = state::save_checkpoint(&dir, &checkpoint).map_err(|err| {
+            format!(
+                "cannot save a checkpoint: {err}; the run goes on, but a crash would start it \
+                 over"
+            )
+        })?;
+        Ok(format!(
+            "checkpoint: epochs up to {} saved in {} ({pairs} pairs, {:.1} MB)",
+            data.epoch,
+            state::checkpoint_path(&dir).display(),
+            bytes as f64 / 1e6
+        ))
+    })
+}
+
+/// Identifies a run for its checkpoints: a restart must read the same
+/// inputs with the same options and worker count, from the same state.
+fn run_identity(config: &RunConfig, spec: &Spec, fingerprints: &[Fingerprint]) -> u64 {
+    let spec_text = std::fs::read(spec.origin()).unwrap_or_default();
+    let files: Vec<(u64, u32)> = fingerprints
+        .iter()
+        .map(|fingerprint| (fingerprint.len, fingerprint.sample_crc))
+        .collect();
+    let base = config.state.as_deref().and_then(state::state_checksum);
+    fnv1a(&format!(
+        "{} {} {} {:?} {} {} {:?} {:?} {} {:?} {:?}",
+        spec.name(),
+        crc32fast::hash(&spec_text),
+        config.bucket_ms,
+        config.lateness,
+        config.bot_threshold,
+        config.emit_examples,
+        config.scaler,
+        config.optimizer,
+        config.workers * config.processes,
+        files,
+        base,
+    ))
+}
+
+/// A run in words: its inputs and workers.
+fn describe(config: &RunConfig, names: &[String]) -> String {
+    format!(
+        "--events {} with {} workers in all",
+        names.join(" "),
+        config.workers * config.processes
+    )
 }
 
 /// Refuses a resume that would change a fixed option or replay a consumed file.
@@ -434,11 +576,13 @@ fn job_fingerprint(config: &RunConfig, spec: &Spec, plan: &Plan) -> u64 {
             state.files.len(),
         )
     });
+    let restart = plan.restart.as_ref().map(|restart| restart.first_open);
     let text = format!(
-        "{} {} {:?} {} {:?} {} {} {} {:?} {:?} {:?}",
+        "{} {} {:?} {:?} {} {:?} {} {} {} {:?} {:?} {:?}",
         spec.name(),
         crc32fast::hash(&spec_text),
         resumed,
+        restart,
         config.bucket_ms,
         config.lateness,
         config.bot_threshold,
@@ -448,6 +592,11 @@ fn job_fingerprint(config: &RunConfig, spec: &Spec, plan: &Plan) -> u64 {
         config.optimizer,
         files,
     );
+    fnv1a(&text)
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -9,11 +9,16 @@
 //! no dedup or bot state of open epochs remains; rows of a new log that fall
 //! in a closed epoch are rejected as `late`.
 //!
+//! While a run goes on, `DIR/checkpoint.bin` records how far it got (see
+//! [`Checkpoint`]); `state.bin` is only replaced when the run ends.
+//!
 //! On disk, `DIR/state.bin` is: the magic bytes `DELTAREC-STATE\n`, a format
 //! version (u32, little-endian), the payload length (u64), the payload's
 //! CRC-32 (u32), then the payload (bincode). It is written to a temporary
 //! file, synced, and renamed; the previous state is kept as `state.prev.bin`
 //! through a hard link first, so `state.bin` is complete at every moment.
+//! `checkpoint.bin` is framed and kept the same way, with the magic bytes
+//! `DELTAREC-CHECKPOINT\n` and `checkpoint.prev.bin`.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -21,15 +26,20 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::evaluate::EvalSummary;
+use crate::features::Example;
 use crate::model::OptimizerConfig;
 use crate::scaler::ScalerKind;
-use crate::trainer::ModelState;
+use crate::trainer::{EpochMetrics, ModelState};
 
 /// The bytes a state file starts with.
 const MAGIC: &[u8] = b"DELTAREC-STATE\n";
 
 /// The version of the payload layout this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The version of the checkpoint layout this build reads and writes.
+pub const CHECKPOINT_VERSION: u32 = 1;
 
 /// The options a resumed run must share with the run that saved the state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,6 +167,75 @@ pub struct State {
     pub pairs: Vec<(u64, u64, [u64; 5])>,
 }
 
+/// How far an unfinished run got: written every `--checkpoint-every` epochs
+/// while it runs, removed when it ends. Restarted with the same arguments,
+/// the run goes on from here instead of from the start.
+///
+/// A checkpoint holds no open epoch's rows: the restarted run reads its
+/// inputs again, applies the lateness rule to every row exactly as before,
+/// and skips the accepted rows of the epochs the checkpoint has closed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Identifies the run that saved it (its inputs, the options that shape
+    /// its results, the worker count, the state it started from).
+    pub run: u64,
+    /// That run, in words, for messages.
+    pub described: String,
+    /// The first epoch the run left open: rows before it are late.
+    pub first_open: u64,
+    /// Aggregates and model as of the end of `state.last_epoch`; `files` are
+    /// the inputs consumed before the run.
+    pub state: State,
+    /// The run's metrics up to `state.last_epoch`.
+    pub epochs: Vec<SavedEpoch>,
+    /// Its scored examples up to `state.last_epoch`.
+    pub scores: Vec<(f64, bool)>,
+    /// Its examples up to `state.last_epoch`, when it collects them.
+    pub examples: Vec<Example>,
+}
+
+/// [`EpochMetrics`] in a form bincode can hold (it flattens its figures for
+/// `metrics.jsonl`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedEpoch {
+    counts: [u64; 6],
+    eval: EvalSummary,
+    wall_seconds: f64,
+}
+
+impl From<&EpochMetrics> for SavedEpoch {
+    fn from(metrics: &EpochMetrics) -> SavedEpoch {
+        SavedEpoch {
+            counts: [
+                metrics.epoch,
+                metrics.rows,
+                metrics.rejected,
+                metrics.duplicates,
+                metrics.bot_excluded,
+                metrics.clean,
+            ],
+            eval: metrics.eval,
+            wall_seconds: metrics.wall_seconds,
+        }
+    }
+}
+
+impl From<&SavedEpoch> for EpochMetrics {
+    fn from(saved: &SavedEpoch) -> EpochMetrics {
+        let [epoch, rows, rejected, duplicates, bot_excluded, clean] = saved.counts;
+        EpochMetrics {
+            epoch,
+            rows,
+            rejected,
+            duplicates,
+            bot_excluded,
+            clean,
+            eval: saved.eval,
+            wall_seconds: saved.wall_seconds,
+        }
+    }
+}
+
 /// Why a state could not be loaded or saved. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -180,14 +259,48 @@ pub enum StateError {
     },
 }
 
+/// A file kept in a state directory: its name, the name its previous
+/// version is kept under, and its framing.
+struct Framing {
+    name: &'static str,
+    previous: &'static str,
+    magic: &'static [u8],
+    version: u32,
+    /// What the file is, in messages.
+    what: &'static str,
+}
+
+/// `state.bin`: where the last finished run left off.
+const STATE: Framing = Framing {
+    name: "state.bin",
+    previous: "state.prev.bin",
+    magic: MAGIC,
+    version: FORMAT_VERSION,
+    what: "state",
+};
+
+/// `checkpoint.bin`: how far an unfinished run got.
+const CHECKPOINT: Framing = Framing {
+    name: "checkpoint.bin",
+    previous: "checkpoint.prev.bin",
+    magic: b"DELTAREC-CHECKPOINT\n",
+    version: CHECKPOINT_VERSION,
+    what: "checkpoint",
+};
+
 /// Where the current state lives in `dir`.
 pub fn state_path(dir: &Path) -> PathBuf {
-    dir.join("state.bin")
+    dir.join(STATE.name)
 }
 
 /// Where the previous state is kept in `dir`.
 pub fn previous_path(dir: &Path) -> PathBuf {
-    dir.join("state.prev.bin")
+    dir.join(STATE.previous)
+}
+
+/// Where an unfinished run's last checkpoint lives in `dir`.
+pub fn checkpoint_path(dir: &Path) -> PathBuf {
+    dir.join(CHECKPOINT.name)
 }
 
 /// Loads the state in `dir`, or `None` when there is none yet.
@@ -196,55 +309,103 @@ pub fn previous_path(dir: &Path) -> PathBuf {
 /// When the file is unreadable, truncated, corrupted or of another version.
 pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
     let path = state_path(dir);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            if previous_path(dir).exists() {
-                return Err(StateError::Invalid {
-                    problem: "is missing, but a previous state is there".into(),
-                    remedy: format!(
-                        "move {} to {} to resume from it, or remove the directory to start \
-                         afresh",
-                        previous_path(dir).display(),
-                        path.display()
-                    ),
-                    path,
-                });
-            }
-            return Ok(None);
-        }
-        Err(source) => return Err(StateError::Io { path, source }),
-    };
-    decode(&bytes).map(Some).map_err(|problem| {
-        let remedy = if previous_path(dir).exists() {
-            format!(
-                "the previous state {} is intact if this one is not: move it to {} to \
-                 resume from it",
+    if !path.exists() && previous_path(dir).exists() {
+        return Err(StateError::Invalid {
+            problem: "is missing, but a previous state is there".into(),
+            remedy: format!(
+                "move {} to {} to resume from it, or remove the directory to start afresh",
                 previous_path(dir).display(),
                 path.display()
-            )
-        } else {
-            "remove the state directory to start afresh".to_string()
-        };
-        StateError::Invalid {
+            ),
             path,
-            problem,
-            remedy,
-        }
+        });
+    }
+    let remedy = if previous_path(dir).exists() {
+        format!(
+            "the previous state {} is intact if this one is not: move it to {} to resume from it",
+            previous_path(dir).display(),
+            path.display()
+        )
+    } else {
+        "remove the state directory to start afresh".to_string()
+    };
+    read(dir, &STATE, &remedy)
+}
+
+/// Loads the checkpoint an unfinished run left in `dir`, if any.
+///
+/// # Errors
+/// When the file is unreadable, truncated, corrupted or of another version.
+pub fn load_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, StateError> {
+    let path = checkpoint_path(dir);
+    let previous = dir.join(CHECKPOINT.previous);
+    let remedy = if previous.exists() {
+        format!(
+            "the previous checkpoint {} is intact if this one is not: move it to {} to go on \
+             from it, or remove both to rerun that run from {}",
+            previous.display(),
+            path.display(),
+            STATE.name
+        )
+    } else {
+        format!(
+            "remove it to rerun that run from {} (or from nothing)",
+            STATE.name
+        )
+    };
+    read(dir, &CHECKPOINT, &remedy)
+}
+
+/// The checksum in the header of `dir`'s state file: identifies the state a
+/// run starts from without reading it. `None` when there is no readable
+/// header.
+pub fn state_checksum(dir: &Path) -> Option<u32> {
+    let mut header = vec![0; MAGIC.len() + 16];
+    File::open(state_path(dir))
+        .and_then(|mut file| file.read_exact(&mut header))
+        .ok()?;
+    (&header[..MAGIC.len()] == MAGIC).then(|| {
+        let at = MAGIC.len() + 12;
+        u32::from_le_bytes(header[at..at + 4].try_into().expect("four bytes"))
     })
 }
 
-/// Decodes a state file's bytes.
-fn decode(bytes: &[u8]) -> Result<State, String> {
-    let header = MAGIC.len() + 4 + 8 + 4;
-    if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not a deltarec state file (bad magic bytes or truncated header)".into());
-    }
-    let field = |at: usize, width: usize| &bytes[MAGIC.len() + at..MAGIC.len() + at + width];
-    let version = u32::from_le_bytes(field(0, 4).try_into().expect("four bytes"));
-    if version != FORMAT_VERSION {
+fn read<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    framing: &Framing,
+    remedy: &str,
+) -> Result<Option<T>, StateError> {
+    let path = dir.join(framing.name);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Io { path, source }),
+    };
+    decode(&bytes, framing)
+        .map(Some)
+        .map_err(|problem| StateError::Invalid {
+            path,
+            problem,
+            remedy: remedy.to_string(),
+        })
+}
+
+/// Decodes a framed file's bytes.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], framing: &Framing) -> Result<T, String> {
+    let magic = framing.magic;
+    let header = magic.len() + 4 + 8 + 4;
+    if bytes.len() < header || &bytes[..magic.len()] != magic {
         return Err(format!(
-            "state format version {version}, but this deltarec reads version {FORMAT_VERSION}"
+            "not a deltarec {} file (bad magic bytes or truncated header)",
+            framing.what
+        ));
+    }
+    let field = |at: usize, width: usize| &bytes[magic.len() + at..magic.len() + at + width];
+    let version = u32::from_le_bytes(field(0, 4).try_into().expect("four bytes"));
+    if version != framing.version {
+        return Err(format!(
+            "{} format version {version}, but this deltarec reads version {}",
+            framing.what, framing.version
         ));
     }
     let len = u64::from_le_bytes(field(4, 8).try_into().expect("eight bytes"));
@@ -267,18 +428,49 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
 /// # Errors
 /// When the directory or a file cannot be written.
 pub fn save(dir: &Path, state: &State) -> Result<(), StateError> {
+    write(dir, &STATE, state).map(|_| ())
+}
+
+/// Saves an unfinished run's checkpoint into `dir` atomically, keeping the
+/// previous one; returns the bytes written.
+///
+/// # Errors
+/// When the directory or a file cannot be written.
+pub fn save_checkpoint(dir: &Path, checkpoint: &Checkpoint) -> Result<u64, StateError> {
+    write(dir, &CHECKPOINT, checkpoint)
+}
+
+/// Removes the checkpoints of `dir`, once the run that saved them has ended;
+/// the previous one first, so that whatever remains after a crash is usable.
+///
+/// # Errors
+/// When a checkpoint exists but cannot be removed.
+pub fn remove_checkpoints(dir: &Path) -> Result<(), StateError> {
+    for name in [CHECKPOINT.previous, CHECKPOINT.name] {
+        let path = dir.join(name);
+        match fs::remove_file(&path) {
+            Err(source) if source.kind() != io::ErrorKind::NotFound => {
+                return Err(StateError::Io { path, source });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn write<T: Serialize>(dir: &Path, framing: &Framing, value: &T) -> Result<u64, StateError> {
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| StateError::Io { path, source }
     };
     fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let payload = bincode::serialize(state).expect("a state always serialises");
-    let path = state_path(dir);
-    let temporary = dir.join(format!(".state.bin.tmp-{}", std::process::id()));
+    let payload = bincode::serialize(value).expect("a state always serialises");
+    let path = dir.join(framing.name);
+    let temporary = dir.join(format!(".{}.tmp-{}", framing.name, std::process::id()));
     let written = (|| {
         let mut file = File::create(&temporary)?;
-        file.write_all(MAGIC)?;
-        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        file.write_all(framing.magic)?;
+        file.write_all(&framing.version.to_le_bytes())?;
         file.write_all(&(payload.len() as u64).to_le_bytes())?;
         file.write_all(&crc32fast::hash(&payload).to_le_bytes())?;
         file.write_all(&payload)?;
@@ -291,21 +483,21 @@ pub fn save(dir: &Path, state: &State) -> Result<(), StateError> {
             source,
         });
     }
-    // Keep the current state as the previous one through a hard link, so
-    // that `state.bin` exists at every moment: the old one until the rename
-    // below replaces it with the new one.
+    // Keep the current file as the previous one through a hard link, so
+    // that the current name exists at every moment: the old file until the
+    // rename below replaces it with the new one.
     if path.exists() {
-        let link = dir.join(format!(".state.prev.bin.tmp-{}", std::process::id()));
+        let link = dir.join(format!(".{}.tmp-{}", framing.previous, std::process::id()));
         let _ = fs::remove_file(&link);
         fs::hard_link(&path, &link).map_err(io_error(&link))?;
-        fs::rename(&link, previous_path(dir)).map_err(io_error(&link))?;
+        fs::rename(&link, dir.join(framing.previous)).map_err(io_error(&link))?;
     }
     fs::rename(&temporary, &path).map_err(io_error(&path))?;
     // Make the renames themselves durable.
     if let Ok(directory) = File::open(dir) {
         let _ = directory.sync_all();
     }
-    Ok(())
+    Ok((framing.magic.len() + 16 + payload.len()) as u64)
 }
 
 /// Keeps other runs out of a state directory while this run uses it; released

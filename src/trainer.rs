@@ -80,6 +80,8 @@ pub struct TrainerOptions {
     pub scaler: ScalerKind,
     /// Whether worker 0 keeps every example, for `examples.csv`.
     pub collect_examples: bool,
+    /// Worker 0 takes a [`Snapshot`] after every this many trained epochs.
+    pub snapshot_every: Option<u64>,
 }
 
 /// The metrics of one epoch, as `metrics.jsonl` reports them.
@@ -129,6 +131,26 @@ pub struct TrainerReport {
     pub examples: Vec<Example>,
     /// Set when training had to stop (a non-finite gradient or weight).
     pub error: Option<String>,
+    /// Worker 0 only: snapshots not yet taken away, oldest first.
+    pub snapshots: Vec<Snapshot>,
+    /// Epochs trained by this run.
+    pub trained: u64,
+}
+
+/// The trainer as it stood right after an epoch: what a checkpoint needs of it.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The epoch just trained.
+    pub epoch: u64,
+    /// The model after it.
+    pub model: ModelState,
+    /// How many of the report's epochs, scores and examples belong to it and
+    /// the epochs before (the report only appends).
+    pub epochs: usize,
+    /// See `epochs`.
+    pub scores: usize,
+    /// See `epochs`.
+    pub examples: usize,
 }
 
 impl TrainerReport {
@@ -148,6 +170,8 @@ impl TrainerReport {
             scores: Vec::new(),
             examples: Vec::new(),
             error: None,
+            snapshots: Vec::new(),
+            trained: 0,
         })
     }
 }
@@ -318,6 +342,20 @@ pub fn train<'scope>(
                     if finished {
                         let done = active.take().expect("checked above");
                         finish_epoch(done, index, &mut report, &mut clock);
+                        let every = options.snapshot_every.unwrap_or(u64::MAX);
+                        if index == 0
+                            && report.error.is_none()
+                            && report.trained.is_multiple_of(every)
+                        {
+                            let snapshot = Snapshot {
+                                epoch: report.epochs.last().map_or(0, |last| last.epoch),
+                                model: report.model.clone(),
+                                epochs: report.epochs.len(),
+                                scores: report.scores.len(),
+                                examples: report.examples.len(),
+                            };
+                            report.snapshots.push(snapshot);
+                        }
                     } else {
                         current.round += 1;
                         let next = current.base + current.round;
@@ -529,6 +567,7 @@ fn batch_gradient(active: &Active, batch: u64, params: &Params) -> Result<GradSu
 fn finish_epoch(done: Active, index: u64, report: &mut TrainerReport, clock: &mut Instant) {
     report.model.histogram.merge(&done.histogram);
     report.model.last_epoch = Some(done.epoch);
+    report.trained += 1;
     if index != 0 {
         return;
     }
