@@ -22,9 +22,7 @@ use timely::worker::Worker;
 use crate::clean::Binding;
 use crate::event::Kind;
 use crate::event::{Event, Reason};
-use crate::features::{
-    self, Aggregate, Cleaned, Coll, FeatureOptions, PairEvent, Time, epoch_time,
-};
+use crate::features::{self, Aggregate, Cleaned, Coll, FeatureOptions, Restored, Time, epoch_time};
 use crate::ingest::{InputFile, ShareReader};
 use crate::state::State;
 use crate::trainer::{self, Tally, TallyKind, TrainIn, TrainerOptions, TrainerReport};
@@ -96,7 +94,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
             let (events_in, events) = scope.new_collection::<Event, isize>();
             let (tallies_in, tallies) = scope.new_collection::<Tally, isize>();
             let (rejects_in, rejects) = scope.new_collection::<Rejected, isize>();
-            let (restored_in, restored) = scope.new_collection::<PairEvent, isize>();
+            let (restored_in, restored) = scope.new_collection::<Restored, isize>();
 
             let streams = features::build(events, restored, plan.features);
 
@@ -151,7 +149,11 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         for (user, item, counts) in state.pairs.iter().skip(index).step_by(peers) {
             for (kind, count) in Kind::ALL.into_iter().zip(counts) {
                 if *count > 0 {
-                    restored_in.update_at((*user, *item, kind), open, *count as isize);
+                    restored_in.update_at(
+                        Restored::Pair(*user, *item, kind),
+                        open,
+                        *count as isize,
+                    );
                 }
             }
         }
