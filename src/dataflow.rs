@@ -20,7 +20,6 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
 
 use crate::clean::Binding;
-use crate::event::Kind;
 use crate::event::{Event, Reason};
 use crate::features::{self, Aggregate, Cleaned, Coll, FeatureOptions, Restored, Time, epoch_time};
 use crate::ingest::{InputFile, ShareReader};
@@ -62,6 +61,9 @@ pub struct Plan {
     pub progress: bool,
     /// The state a resumed run starts from.
     pub resume: Option<Arc<State>>,
+    /// What a resumed run enters of its state, with counts: the aggregates
+    /// its logs can touch (see [`crate::restore::restored`]).
+    pub restored: Vec<(Restored, isize)>,
 }
 
 /// What worker 0 returns: everything the run writes.
@@ -142,20 +144,13 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
             (events_in, tallies_in, rejects_in, restored_in)
         });
 
-    // A resumed run enters its saved aggregates at the first open epoch, and
-    // rows of the closed epochs are late.
+    // A resumed run enters the saved aggregates its logs can touch at the
+    // first open epoch, each once across all workers, and rows of the closed
+    // epochs are late.
     if let Some(state) = &plan.resume {
         let open = epoch_time(state.last_epoch.map_or(0, |epoch| epoch + 1));
-        for (user, item, counts) in state.pairs.iter().skip(index).step_by(peers) {
-            for (kind, count) in Kind::ALL.into_iter().zip(counts) {
-                if *count > 0 {
-                    restored_in.update_at(
-                        Restored::Pair(*user, *item, kind),
-                        open,
-                        *count as isize,
-                    );
-                }
-            }
+        for (restored, count) in plan.restored.iter().skip(index).step_by(peers) {
+            restored_in.update_at(*restored, open, *count);
         }
         events_in.advance_to(open);
         tallies_in.advance_to(open);

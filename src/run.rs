@@ -15,6 +15,7 @@ use crate::dataflow::{self, Plan, Results};
 use crate::features::{Aggregate, FeatureOptions};
 use crate::ingest::{self, InputFile};
 use crate::report::{self, RunFacts, Summary};
+use crate::restore::{self, Touched};
 use crate::spec::Spec;
 use crate::state::{self, Fingerprint, FixedOptions, State};
 use crate::trainer::TrainerOptions;
@@ -167,6 +168,13 @@ fn run_on(
         }
     }
     let resume = resume.map(Arc::new);
+    // Only the saved aggregates the new logs can touch enter the dataflow.
+    let restored = match &resume {
+        Some(saved) => Touched::scan(&files, &bindings, spec.delimiter())
+            .map(|touched| restore::restored(&saved.pairs, &touched))
+            .map_err(|err| RunError::Input(format!("cannot read an input: {err}")))?,
+        None => Vec::new(),
+    };
 
     let plan = Arc::new(Plan {
         files,
@@ -185,6 +193,7 @@ fn run_on(
         collect_aggregates: config.emit_features || config.state.is_some(),
         progress: config.progress,
         resume: resume.clone(),
+        restored,
     });
 
     let job = job_fingerprint(config, &spec, &plan);
@@ -197,11 +206,15 @@ fn run_on(
     }
 
     let results = execute(config, plan, job)?;
-    let Some(results) = results else {
+    let Some(mut results) = results else {
         return Ok(None);
     };
     if let Some(error) = &results.report.error {
         return Err(RunError::Training(error.clone()));
+    }
+    // The dataflow computed the touched keys; the others keep their saved aggregates.
+    if let Some(saved) = &resume {
+        results.aggregates = restore::overlay(&saved.pairs, &results.aggregates);
     }
 
     let facts = RunFacts {
