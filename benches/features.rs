@@ -31,7 +31,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use csv::ReaderBuilder;
 use deltarec::event::Event;
-use deltarec::features::{self, FeatureOptions, PairEvent, Time, epoch_time};
+use deltarec::features::{self, FeatureOptions, Restored, Time, epoch_time};
 use deltarec::generate::{Format, GenerateOptions, generate};
 use deltarec::spec::Spec;
 use differential_dataflow::input::Input;
@@ -77,7 +77,7 @@ fn run(events: Arc<Vec<Event>>) -> u64 {
         let probe = Handle::new();
         let mut input = worker.dataflow::<Time, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
-            let (_restored_input, restored) = scope.new_collection::<PairEvent, isize>();
+            let (_restored_input, restored) = scope.new_collection::<Restored, isize>();
             let options = FeatureOptions {
                 bucket_ms: DAY_MS,
                 bot_threshold: 1000,

@@ -20,10 +20,9 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
 
 use crate::clean::Binding;
-use crate::event::Kind;
 use crate::event::{Event, Reason};
 use crate::features::{
-    self, Aggregate, Cleaned, Coll, Example, FeatureOptions, PairEvent, Time, epoch_time,
+    self, Aggregate, Cleaned, Coll, Example, FeatureOptions, Restored, Time, epoch_time,
 };
 use crate::ingest::{InputFile, ShareReader};
 use crate::state::State;
@@ -71,6 +70,9 @@ pub struct Plan {
     pub restart: Option<Restart>,
     /// Where worker 0 sends checkpoints, when the run takes them.
     pub checkpoints: Option<Box<CheckpointSink>>,
+    /// What a resumed run enters of its state, with counts: the aggregates
+    /// its logs can touch (see [`crate::restore::restored`]).
+    pub restored: Vec<(Restored, isize)>,
 }
 
 /// An unfinished run restarted from its checkpoint (whose aggregates and
@@ -142,7 +144,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
             let (events_in, events) = scope.new_collection::<Event, isize>();
             let (tallies_in, tallies) = scope.new_collection::<Tally, isize>();
             let (rejects_in, rejects) = scope.new_collection::<Rejected, isize>();
-            let (restored_in, restored) = scope.new_collection::<PairEvent, isize>();
+            let (restored_in, restored) = scope.new_collection::<Restored, isize>();
 
             let streams = features::build(events, restored, plan.features);
 
@@ -199,18 +201,14 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
             (events_in, tallies_in, rejects_in, restored_in)
         });
 
-    // A resumed run enters its saved aggregates at the first open epoch, and
-    // rows of the closed epochs are late (or, restarting from a checkpoint,
-    // skipped).
+    // A resumed run enters the saved aggregates its logs can touch at the
+    // first open epoch, each once across all workers, and rows of the closed
+    // epochs are late (or, restarting from a checkpoint, skipped).
     let mut floor = 0;
     if let Some(state) = &plan.resume {
         let open = epoch_time(state.last_epoch.map_or(0, |epoch| epoch + 1));
-        for (user, item, counts) in state.pairs.iter().skip(index).step_by(peers) {
-            for (kind, count) in Kind::ALL.into_iter().zip(counts) {
-                if *count > 0 {
-                    restored_in.update_at((*user, *item, kind), open, *count as isize);
-                }
-            }
+        for (restored, count) in plan.restored.iter().skip(index).step_by(peers) {
+            restored_in.update_at(*restored, open, *count);
         }
         events_in.advance_to(open);
         tallies_in.advance_to(open);

@@ -130,15 +130,35 @@ pub struct FeatureOptions {
 /// A lagged clean event as the aggregates see it: `(user, item, kind)`.
 pub type PairEvent = (u64, u64, Kind);
 
+/// A saved aggregate a resumed run enters; the diff is the count.
+///
+/// Only the keys the new logs can touch are entered: their pairs as lagged
+/// events, and for a user or an item the part of its totals that comes from
+/// pairs not entered, so that its reduce sees the same input as if every
+/// saved pair had been entered. Keys the new logs cannot touch keep their
+/// saved aggregates outside the dataflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Restored {
+    /// Lagged events of this kind for the pair `(user, item)`.
+    Pair(u64, u64, Kind),
+    /// Lagged events of this kind of the user, over the pairs not entered.
+    UserEvents(u64, Kind),
+    /// Distinct items of the user among the pairs not entered.
+    UserItems(u64),
+    /// Lagged events of this kind on the item, over the pairs not entered.
+    ItemEvents(u64, Kind),
+    /// Distinct users of the item among the pairs not entered.
+    ItemUsers(u64),
+}
+
 /// Builds cleaning, aggregates and examples over the accepted `events`
 /// (each at its epoch's time, once per row, duplicates included).
 ///
-/// `restored` holds the lagged events of a resumed run, as counts per
-/// `(user, item, kind)` (the diff is the count), entered at the first epoch
-/// after the saved state's last one.
+/// `restored` holds the saved aggregates of a resumed run (see [`Restored`]),
+/// entered at the first epoch after the saved state's last one.
 pub fn build<'scope>(
     events: Coll<'scope, Event>,
-    restored: Coll<'scope, PairEvent>,
+    restored: Coll<'scope, Restored>,
     options: FeatureOptions,
 ) -> FeatureStreams<'scope> {
     let bucket = options.bucket_ms;
@@ -159,10 +179,14 @@ pub fn build<'scope>(
     });
 
     // Aggregates as of the previous epoch: clean events count from the next epoch on.
+    let restored_pairs = restored.clone().flat_map(|restored| match restored {
+        Restored::Pair(user, item, kind) => Some((user, item, kind)),
+        _ => None,
+    });
     let lagged = clean_events
         .map(|event| (event.user, event.item, event.kind))
         .delay(|time| time + EPOCH_STEP)
-        .concat(restored);
+        .concat(restored_pairs);
 
     // Pairs active in the epoch, with their purchase flag (windowed).
     let active = cleaned
@@ -178,9 +202,21 @@ pub fn build<'scope>(
         .clone()
         .concat(active.negate().delay(|time| time + EPOCH_STEP));
 
+    // The saved totals of touched users and items beyond their entered pairs.
+    let restored_users = restored.clone().flat_map(|restored| match restored {
+        Restored::UserEvents(user, kind) => Some((user, UserIn::Kind(kind))),
+        Restored::UserItems(user) => Some((user, UserIn::Item)),
+        _ => None,
+    });
+    let restored_items = restored.flat_map(|restored| match restored {
+        Restored::ItemEvents(item, kind) => Some((item, ItemIn::Kind(kind))),
+        Restored::ItemUsers(item) => Some((item, ItemIn::User)),
+        _ => None,
+    });
+
     let pairs = pair_stage(lagged.clone(), active);
-    let users = user_stage(lagged.clone(), pairs.clone());
-    let items = item_stage(lagged, pairs.clone(), users.clone());
+    let users = user_stage(lagged.clone(), pairs.clone(), restored_users);
+    let items = item_stage(lagged, pairs.clone(), users.clone(), restored_items);
 
     let examples = at_own_epoch(
         items.clone().flat_map(|(_, out)| match out {
@@ -450,6 +486,7 @@ fn pair_stage<'scope>(
 fn user_stage<'scope>(
     lagged: Coll<'scope, PairEvent>,
     pairs: Coll<'scope, ((u64, u64), PairOut)>,
+    restored: Coll<'scope, (u64, UserIn)>,
 ) -> Coll<'scope, (u64, UserOut)> {
     let from_pairs = pairs.map(|((user, item), out)| match out {
         PairOut::Feat(_) => (user, UserIn::Item),
@@ -465,7 +502,8 @@ fn user_stage<'scope>(
     });
     let input = lagged
         .map(|(user, _, kind)| (user, UserIn::Kind(kind)))
-        .concat(from_pairs);
+        .concat(from_pairs)
+        .concat(restored);
     reduce(input, "features: users", |_user, input, output| {
         let feat = entity_features(input, |v| match v {
             UserIn::Kind(kind) => Some(Some(*kind)),
@@ -503,6 +541,7 @@ fn item_stage<'scope>(
     lagged: Coll<'scope, PairEvent>,
     pairs: Coll<'scope, ((u64, u64), PairOut)>,
     users: Coll<'scope, (u64, UserOut)>,
+    restored: Coll<'scope, (u64, ItemIn)>,
 ) -> Coll<'scope, (u64, ItemOut)> {
     let from_pairs = pairs.flat_map(|((_, item), out)| match out {
         PairOut::Feat(_) => Some((item, ItemIn::User)),
@@ -530,7 +569,8 @@ fn item_stage<'scope>(
     let input = lagged
         .map(|(_, item, kind)| (item, ItemIn::Kind(kind)))
         .concat(from_pairs)
-        .concat(from_users);
+        .concat(from_users)
+        .concat(restored);
     reduce(input, "features: items", |item, input, output| {
         let feat = entity_features(input, |v| match v {
             ItemIn::Kind(kind) => Some(Some(*kind)),
@@ -748,7 +788,7 @@ mod tests {
             let probe = Handle::new();
             let mut input = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, events) = scope.new_collection::<Event, isize>();
-                let (_restored_input, restored) = scope.new_collection::<PairEvent, isize>();
+                let (_restored_input, restored) = scope.new_collection::<Restored, isize>();
                 let options = FeatureOptions {
                     bucket_ms: BUCKET,
                     bot_threshold: threshold,

@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod model;
 pub mod output;
 pub mod report;
+pub mod restore;
 pub mod run;
 pub mod scaler;
 pub mod spec;

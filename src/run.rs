@@ -15,6 +15,7 @@ use crate::dataflow::{self, CheckpointData, CheckpointSink, Plan, Restart, Resul
 use crate::features::{Aggregate, FeatureOptions};
 use crate::ingest::{self, InputFile};
 use crate::report::{self, RunFacts, Summary};
+use crate::restore::{self, Touched};
 use crate::spec::Spec;
 use crate::state::{self, Checkpoint, Fingerprint, FixedOptions, SavedEpoch, State};
 use crate::trainer::{EpochMetrics, TrainerOptions};
@@ -178,6 +179,13 @@ fn run_on(
         (None, None) => 0,
     };
     let closed_before = first_open.checked_sub(1);
+    // Only the saved aggregates the new logs can touch enter the dataflow.
+    let restored = match &resume {
+        Some(saved) => Touched::scan(&files, &bindings, spec.delimiter())
+            .map(|touched| restore::restored(&saved.pairs, &touched))
+            .map_err(|err| RunError::Input(format!("cannot read an input: {err}")))?,
+        None => Vec::new(),
+    };
 
     let checkpoints = match (&config.state, config.checkpoint_every, config.process) {
         (Some(dir), Some(_), 0) => Some(checkpoint_sink(
@@ -186,10 +194,7 @@ fn run_on(
             describe(config, &names),
             first_open,
             fixed.clone(),
-            resume
-                .as_ref()
-                .map(|saved| saved.files.clone())
-                .unwrap_or_default(),
+            resume.clone(),
         )),
         _ => None,
     };
@@ -213,6 +218,7 @@ fn run_on(
         resume: resume.clone(),
         restart,
         checkpoints,
+        restored,
     });
 
     let job = job_fingerprint(config, &spec, &plan);
@@ -225,11 +231,15 @@ fn run_on(
     }
 
     let results = execute(config, plan, job)?;
-    let Some(results) = results else {
+    let Some(mut results) = results else {
         return Ok(None);
     };
     if let Some(error) = &results.report.error {
         return Err(RunError::Training(error.clone()));
+    }
+    // The dataflow computed the touched keys; the others keep their saved aggregates.
+    if let Some(saved) = &resume {
+        results.aggregates = restore::overlay(&saved.pairs, &results.aggregates);
     }
 
     let facts = RunFacts {
@@ -328,10 +338,18 @@ fn checkpoint_sink(
     described: String,
     first_open: u64,
     options: FixedOptions,
-    consumed_before: Vec<Fingerprint>,
+    resumed: Option<Arc<State>>,
 ) -> Box<CheckpointSink> {
     Box::new(move |data: CheckpointData<'_>| {
-        let pairs = data.pairs.len();
+        // The dataflow holds the pairs this run touched; the others are as saved.
+        let (pairs, consumed_before) = match &resumed {
+            Some(saved) => (
+                restore::overlay_pairs(&saved.pairs, data.pairs),
+                saved.files.clone(),
+            ),
+            None => (data.pairs, Vec::new()),
+        };
+        let count = pairs.len();
         let checkpoint = Checkpoint {
             run: identity,
             described: described.clone(),
@@ -339,9 +357,9 @@ fn checkpoint_sink(
             state: State {
                 options: options.clone(),
                 last_epoch: Some(data.epoch),
-                files: consumed_before.clone(),
+                files: consumed_before,
                 model: data.model.clone(),
-                pairs: data.pairs,
+                pairs,
             },
             epochs: data.epochs.iter().map(SavedEpoch::from).collect(),
             scores: data.scores.to_vec(),
@@ -354,7 +372,7 @@ fn checkpoint_sink(
             )
         })?;
         Ok(format!(
-            "checkpoint: epochs up to {} saved in {} ({pairs} pairs, {:.1} MB)",
+            "checkpoint: epochs up to {} saved in {} ({count} pairs, {:.1} MB)",
             data.epoch,
             state::checkpoint_path(&dir).display(),
             bytes as f64 / 1e6

@@ -420,3 +420,46 @@ fn a_peer_killed_mid_run_makes_the_other_process_fail_naming_it() {
         );
     }
 }
+
+#[test]
+fn two_resumed_processes_write_what_one_resumed_process_writes() {
+    use common::r#gen::{split_epochs, write_parts};
+    use common::oracle::DAY_MS;
+
+    // Days 0-3 saved by one process; days 4-5 resumed from copies of it. The
+    // saved aggregates the resumed day touches are split over every worker of
+    // both processes, and each must be entered once.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut opts = GenOpts::days(6);
+    opts.users = 400;
+    opts.items = 600;
+    let text = generate(24, Format::Taobao, &opts);
+    let start = opts.start_ms / DAY_MS;
+    let parts = split_epochs(&text, Format::Taobao, DAY_MS, &[start + 4]);
+    let files = write_parts(dir.path(), "part", &parts);
+    let states = [
+        dir.path().join("state-cluster"),
+        dir.path().join("state-single"),
+    ];
+    let state_flags =
+        |state: &Path| strings(&["--spec", "taobao", "--state", &state.display().to_string()]);
+    let mut first = run_flags(&files[0], "1d", &[]);
+    first.extend(state_flags(&states[0]));
+    run_single(&dir.path().join("first"), &first, 1);
+    std::fs::create_dir_all(&states[1]).expect("a state directory");
+    std::fs::copy(states[0].join("state.bin"), states[1].join("state.bin")).expect("a state copy");
+
+    let resumed = |state: &Path| {
+        let mut args = run_flags(&files[1], "1d", &[]);
+        args.extend(state_flags(state));
+        args
+    };
+    let cluster = run_cluster(dir.path(), &resumed(&states[0]), 2, 2);
+    let single = run_single(dir.path(), &resumed(&states[1]), 4);
+    assert_same_outputs(&cluster, &single);
+    let saved = |state: &Path| std::fs::read(state.join("state.bin")).expect("a saved state");
+    assert!(
+        saved(&states[0]) == saved(&states[1]),
+        "the saved states differ"
+    );
+}

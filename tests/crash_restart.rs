@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::r#gen::{GenOpts, Order, Rng, generate, write_log};
+use common::r#gen::{GenOpts, Order, Rng, generate, split_epochs, write_log, write_parts};
 use common::oracle::{Format, HOUR_MS, OracleConfig, run_oracle};
 use common::outputs::assert_matches;
 
@@ -249,6 +249,83 @@ fn a_killed_run_reruns_to_the_outputs_of_a_run_never_killed() {
         from_checkpoint >= 2,
         "at least some reruns went on from a checkpoint ({from_checkpoint})"
     );
+}
+
+#[test]
+fn a_killed_run_that_resumed_from_a_state_reruns_to_the_same_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = GenOpts::hours(120);
+    opts.users = 4_000;
+    opts.items = 6_000;
+    opts.chains_per_epoch = 900;
+    opts.order = Order::Bounded(1);
+    let text = generate(10, Format::Taobao, &opts);
+    let cut = opts.start_ms / HOUR_MS + 30;
+    let parts = split_epochs(&text, Format::Taobao, HOUR_MS, &[cut]);
+    let files = write_parts(dir.path(), "part", &parts);
+
+    // The first part's state, saved once and copied for every attempt.
+    let first = dir.path().join("first");
+    succeed(
+        &files[0],
+        &dir.path().join("out-first"),
+        &["--lateness", "1", "--state", first.to_str().unwrap(), "-q"],
+    );
+    let reference_state = dir.path().join("reference-state");
+    copy_dir(&first, &reference_state);
+    let reference = dir.path().join("reference");
+    succeed(
+        &files[1],
+        &reference,
+        &[
+            "--lateness",
+            "1",
+            "--state",
+            reference_state.to_str().unwrap(),
+            "-q",
+        ],
+    );
+
+    let mut rng = Rng::new(77);
+    for attempt in 0..2 {
+        let state = dir.path().join(format!("state-{attempt}"));
+        copy_dir(&first, &state);
+        let out = dir.path().join(format!("out-{attempt}"));
+        let args = [
+            "--lateness",
+            "1",
+            "--state",
+            state.to_str().unwrap(),
+            "--checkpoint-every",
+            "4",
+        ];
+        let delay = Duration::from_millis(rng.below(100));
+        let killed = kill_during(
+            &files[1],
+            &out,
+            &args,
+            Some(&state.join("checkpoint.bin")),
+            delay,
+        );
+        if killed {
+            let stderr = succeed(&files[1], &out, &args);
+            assert!(stderr.contains("resuming an unfinished run"), "{stderr}");
+        }
+        assert_same_outputs(&reference, &out, &format!("attempt {attempt}"));
+        assert_eq!(
+            std::fs::read(reference_state.join("state.bin")).unwrap(),
+            std::fs::read(state.join("state.bin")).unwrap(),
+            "the saved state (attempt {attempt})"
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 /// A state directory holding the checkpoints of a killed run, after at least

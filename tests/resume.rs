@@ -362,3 +362,150 @@ fn a_rejected_row_never_closes_an_epoch_for_the_next_log() {
     let quarantine = run(&files[1], "out2");
     assert!(!quarantine.contains(",late,"), "{quarantine}");
 }
+
+/// A resumed day that touches a handful of keys of a much larger state: only
+/// those enter the dataflow, with the rest of their users' and items' saved
+/// totals, and every other key keeps its saved aggregates. The chained runs
+/// must equal one run over all days, and the independent oracle.
+#[test]
+fn a_day_touching_few_keys_of_a_large_state_resumes_to_the_same_results() {
+    use common::r#gen::Rng;
+    use common::oracle::{OracleConfig, run_oracle};
+    use common::outputs::{assert_same_map, read_items, read_pairs, read_users};
+    use common::taobao_log::{TaobaoLog, day_epoch};
+
+    // Hand-made keys, apart from the background's ids.
+    const ANN: u64 = 1_000_001; // has five saved pairs, one touched again
+    const BOBS: [u64; 5] = [1_000_011, 1_000_012, 1_000_013, 1_000_014, 1_000_015];
+    const PAT: u64 = 1_000_021; // her only saved pair holds one purchase
+    const CAL: u64 = 1_000_031;
+    const DAN: u64 = 1_000_041; // new on day 3
+    const IVY: u64 = 2_000_001; // an item with five saved users, one touched again
+    const QUILL: u64 = 2_000_021;
+    const X: [u64; 6] = [
+        2_000_101, 2_000_102, 2_000_103, 2_000_104, 2_000_105, 2_000_106,
+    ];
+    const NEW_ITEM: u64 = 2_000_109;
+
+    // Days 0-2: a large background and the hand-made history.
+    let mut history = TaobaoLog::new();
+    let mut rng = Rng::new(51);
+    for _ in 0..6000 {
+        let kind = rng.pick(&["pv", "pv", "pv", "pv", "cart", "buy", "fav"]);
+        history.event(
+            rng.below(3) as i64,
+            1 + rng.below(2000),
+            1 + rng.below(900),
+            kind,
+        );
+    }
+    history
+        .event(0, ANN, X[0], "pv")
+        .event(0, ANN, X[0], "pv")
+        .event(1, ANN, X[0], "cart")
+        .event(0, ANN, X[1], "pv")
+        .event(2, ANN, X[2], "pv")
+        .event(1, ANN, X[3], "buy") // only a purchase, never touched again
+        .event(2, ANN, X[5], "fav") // only a favourite: an item, no view
+        .event(1, PAT, QUILL, "buy")
+        .event(1, CAL, X[4], "pv")
+        .event(2, BOBS[4], IVY, "buy"); // only a purchase, never touched again
+    for (day, bob) in BOBS[..4].iter().enumerate() {
+        history.event(day as i64 % 3, *bob, IVY, "pv");
+    }
+    history.event(2, BOBS[1], IVY, "cart");
+
+    // Day 3 touches a few keys: a saved pair of ANN (her others stay out), a
+    // new pair of ANN with a known item and one with a new item, a saved user
+    // of IVY (the others stay out), PAT's purchase-only pair, a new user.
+    let mut day3 = TaobaoLog::new();
+    day3.event(3, ANN, X[0], "pv")
+        .event(3, ANN, X[4], "pv")
+        .event(3, ANN, NEW_ITEM, "cart")
+        .event(3, BOBS[0], IVY, "cart")
+        .bought(3, PAT, QUILL)
+        .event(3, DAN, IVY, "pv")
+        .event(3, 7, 3, "pv");
+    // Day 4 resumes from a state the first resume overlaid.
+    let mut day4 = TaobaoLog::new();
+    day4.event(4, ANN, X[1], "pv")
+        .bought(4, BOBS[2], IVY)
+        .event(4, DAN, NEW_ITEM, "pv")
+        .event(4, CAL, X[4], "pv")
+        .event(4, 7, 3, "pv");
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = vec![
+        history.write(dir.path(), "days0-2.csv"),
+        day3.write(dir.path(), "day3.csv"),
+        day4.write(dir.path(), "day4.csv"),
+    ];
+    for workers in ["1", "2"] {
+        check_chain(&files, "taobao", DAY_MS, workers);
+    }
+
+    // The examples of the resumed days need the untouched pairs' totals.
+    let expected = run_oracle(&files, &OracleConfig::new(Format::Taobao, DAY_MS));
+    let example = |day: i64, user: u64, item: u64| {
+        let epoch = day_epoch(day) as i64;
+        expected
+            .examples
+            .iter()
+            .find(|e| (e.epoch, e.user, e.item) == (epoch, user, item))
+            .unwrap_or_else(|| panic!("no example of ({user}, {item}) on day {day}"))
+            .raw
+    };
+    assert_eq!(example(3, ANN, X[0])[..4], [4, 1, 1, 5], "ANN's five items");
+    assert_eq!(example(3, ANN, X[0])[8..], [2, 1]);
+    assert_eq!(
+        example(3, BOBS[0], IVY)[4..8],
+        [4, 1, 1, 5],
+        "IVY's five users"
+    );
+    assert_eq!(example(3, PAT, QUILL)[..4], [0, 0, 1, 1]);
+    assert_eq!(example(3, ANN, X[4])[4..], [1, 0, 0, 1, 0, 0]);
+    assert_eq!(
+        example(4, ANN, X[1])[..4],
+        [6, 2, 1, 7],
+        "ANN's two new items"
+    );
+
+    // One chain, compared with the oracle: features after the last day, and
+    // each resumed day's examples.
+    let state = dir.path().join("state");
+    let mut out = PathBuf::new();
+    for (index, file) in files.iter().enumerate() {
+        out = dir.path().join(format!("oracle-part{index}"));
+        let args = [
+            "--spec",
+            "taobao",
+            "-w",
+            "2",
+            "--emit-examples",
+            "--emit-features",
+            "--state",
+            state.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        succeed(&args, std::slice::from_ref(file));
+        if index > 0 {
+            let epoch = day_epoch(index as i64 + 2) as i64;
+            let rendered: Vec<String> = expected
+                .examples
+                .iter()
+                .filter(|example| example.epoch == epoch)
+                .map(|example| example.render())
+                .collect();
+            assert_eq!(
+                examples_of(&out, &[epoch.to_string()]),
+                rendered,
+                "examples of day {}",
+                index + 2
+            );
+        }
+    }
+    assert_same_map("features/users.csv", &read_users(&out), &expected.users);
+    assert_same_map("features/items.csv", &read_items(&out), &expected.items);
+    assert_same_map("features/pairs.csv", &read_pairs(&out), &expected.pairs);
+}
