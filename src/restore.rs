@@ -77,8 +77,13 @@ pub fn restored(saved: &[SavedPair], touched: &Touched) -> Vec<(Restored, isize)
 
     // One pass over the state; most pairs are neither touched nor of a
     // touched user or item.
+    // NB: saved pairs come sorted by user, so a user is looked up once per run.
+    let mut user_touched = (None, false);
     for (user, item, counts) in saved {
-        let user_touched = touched.users.contains(user);
+        if user_touched.0 != Some(*user) {
+            user_touched = (Some(*user), touched.users.contains(user));
+        }
+        let user_touched = user_touched.1;
         let item_touched = touched.items.contains(item);
         if user_touched && item_touched && touched.pairs.contains(&(*user, *item)) {
             for (kind, count) in Kind::ALL.into_iter().zip(counts) {

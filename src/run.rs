@@ -237,8 +237,17 @@ fn run_on(
     if let Some(error) = &results.report.error {
         return Err(RunError::Training(error.clone()));
     }
-    // The dataflow computed the touched keys; the others keep their saved aggregates.
-    if let Some(saved) = &resume {
+    // The dataflow computed the touched keys; the others keep their saved
+    // aggregates (the state needs only the pairs, features/ all of them).
+    let fresh_pairs: Vec<_> = results
+        .aggregates
+        .iter()
+        .filter_map(|aggregate| match aggregate {
+            Aggregate::Pair(user, item, counts) => Some((*user, *item, *counts)),
+            _ => None,
+        })
+        .collect();
+    if let (Some(saved), true) = (&resume, config.emit_features) {
         results.aggregates = restore::overlay(&saved.pairs, &results.aggregates);
     }
 
@@ -263,21 +272,20 @@ fn run_on(
             .iter()
             .filter(|epoch| epoch.rows > epoch.rejected);
         let last_epoch = accepted.map(|epoch| epoch.epoch).max().max(closed_before);
-        let mut files = resume.map(|saved| saved.files.clone()).unwrap_or_default();
+        let mut files = resume
+            .as_ref()
+            .map(|saved| saved.files.clone())
+            .unwrap_or_default();
         files.extend(fingerprints);
         let saved = State {
             options: fixed,
             last_epoch,
             files,
             model: results.report.model.clone(),
-            pairs: results
-                .aggregates
-                .iter()
-                .filter_map(|aggregate| match aggregate {
-                    Aggregate::Pair(user, item, counts) => Some((*user, *item, *counts)),
-                    _ => None,
-                })
-                .collect(),
+            pairs: match &resume {
+                Some(saved) => restore::overlay_pairs(&saved.pairs, fresh_pairs),
+                None => fresh_pairs,
+            },
         };
         // The checkpoints go first: should this run be killed in between,
         // a rerun starts over from the old state and ends the same way.
