@@ -73,6 +73,26 @@ pub struct Plan {
     /// What a resumed run enters of its state, with counts: the aggregates
     /// its logs can touch (see [`crate::restore::restored`]).
     pub restored: Vec<(Restored, isize)>,
+    /// The run saves a state in which the epochs within this lateness of
+    /// the newest stay open ([`Results::ending`]).
+    pub keep_open: Option<u64>,
+}
+
+/// What a state saved at the end of a run with a bounded lateness holds of
+/// the dataflow: the epochs within the lateness of the newest row stay open.
+pub struct Ending {
+    /// The last closed epoch: `newest - lateness - 1`, or before.
+    pub last_closed: Option<u64>,
+    /// The newest epoch of an accepted row.
+    pub newest: Option<u64>,
+    /// The model after the last closed epoch.
+    pub model: ModelState,
+    /// The pairs the dataflow holds, as of the end of the last closed epoch.
+    pub pairs: Vec<(u64, u64, [u64; 5])>,
+    /// The accepted rows of the open epochs.
+    pub events: Vec<Event>,
+    /// `(epoch, rows, rejected)` of each open epoch with rows.
+    pub tallies: Vec<(u64, u64, u64)>,
 }
 
 /// An unfinished run restarted from its checkpoint (whose aggregates and
@@ -117,6 +137,8 @@ pub struct Results {
     pub quarantine: Vec<Rejected>,
     /// The final aggregates, when collected, sorted.
     pub aggregates: Vec<Aggregate>,
+    /// With [`Plan::keep_open`]: what the state keeps open.
+    pub ending: Option<Ending>,
 }
 
 /// Runs one worker; worker 0 returns the results.
@@ -138,13 +160,15 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     let report = Rc::new(RefCell::new(fresh));
     let quarantine = Rc::new(RefCell::new(Vec::new()));
     let gathered = Rc::new(RefCell::new(Gathered::new()));
+    let tails = Rc::new(RefCell::new(Vec::new()));
 
-    let (mut events_in, mut tallies_in, mut rejects_in, mut restored_in) = worker
+    let (mut events_in, mut tallies_in, mut rejects_in, mut restored_in, mut tails_in) = worker
         .dataflow::<Time, _, _>(|scope| {
             let (events_in, events) = scope.new_collection::<Event, isize>();
             let (tallies_in, tallies) = scope.new_collection::<Tally, isize>();
             let (rejects_in, rejects) = scope.new_collection::<Rejected, isize>();
             let (restored_in, restored) = scope.new_collection::<Restored, isize>();
+            let (tails_in, tail_events) = scope.new_collection::<Event, isize>();
 
             let streams = features::build(events, restored, plan.features);
 
@@ -176,7 +200,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
                 // NB: a saved state needs the pair aggregates, so the run collects
                 // them whenever it saves one.
                 let sink = gathered.clone();
-                let by_time = plan.checkpoints.is_some();
+                let by_time = plan.checkpoints.is_some() || plan.keep_open.is_some();
                 streams.aggregates.inner.sink(
                     Exchange::new(|_: &(Aggregate, Time, isize)| 0),
                     "features: gather",
@@ -198,7 +222,19 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
                     },
                 );
             }
-            (events_in, tallies_in, rejects_in, restored_in)
+            // The rows of the epochs a saved state keeps open, to worker 0.
+            let sink = tails.clone();
+            tail_events.inner.sink(
+                Exchange::new(|_: &(Event, Time, isize)| 0),
+                "open epochs: gather",
+                move |(input, _)| {
+                    input.for_each(|_, data| {
+                        let mut sink = sink.borrow_mut();
+                        sink.extend(data.drain(..).map(|(event, _, _)| event));
+                    })
+                },
+            );
+            (events_in, tallies_in, rejects_in, restored_in, tails_in)
         });
 
     // A resumed run enters the saved aggregates its logs can touch at the
@@ -209,6 +245,24 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         let open = epoch_time(state.last_epoch.map_or(0, |epoch| epoch + 1));
         for (restored, count) in plan.restored.iter().skip(index).step_by(peers) {
             restored_in.update_at(*restored, open, *count);
+        }
+        // The open epochs' rows and counts, as if read again.
+        let bucket = plan.features.bucket_ms;
+        for event in state.open_events.iter().skip(index).step_by(peers) {
+            events_in.update_at(*event, epoch_time((event.ts / bucket) as u64), 1);
+        }
+        if index == 0 {
+            for &(epoch, rows, rejected) in &state.open_tallies {
+                for (kind, count) in [(TallyKind::Rows, rows), (TallyKind::Rejected, rejected)] {
+                    if count > 0 {
+                        tallies_in.update_at(
+                            Tally { epoch, kind },
+                            epoch_time(epoch),
+                            count as isize,
+                        );
+                    }
+                }
+            }
         }
         events_in.advance_to(open);
         tallies_in.advance_to(open);
@@ -237,13 +291,26 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         lateness: plan.lateness,
         floor,
         skip_through,
-        newest_epoch: None,
+        newest_epoch: plan.resume.as_ref().and_then(|state| state.newest_epoch),
+        tail: plan.keep_open.map(|_| BTreeMap::new()),
         rows: 0,
     };
     let checkpoints = plan.checkpoints.as_deref().filter(|_| index == 0);
     let checkpoint = || {
+        if index != 0 {
+            return;
+        }
         if let Some(sink) = checkpoints {
-            take_checkpoint(&report, &gathered, sink, plan.progress);
+            take_checkpoint(
+                &report,
+                &gathered,
+                sink,
+                plan.progress,
+                plan.keep_open.is_some(),
+            );
+        }
+        if plan.keep_open.is_some() {
+            compact(&report.borrow(), &mut gathered.borrow_mut());
         }
     };
     for (file, binding) in plan.files.iter().zip(&plan.bindings) {
@@ -275,7 +342,18 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         }
     }
 
-    // Close the inputs and let every epoch finish.
+    // Close the inputs and let every epoch finish; the rows of the epochs a
+    // saved state may keep open go to worker 0 first.
+    for event in feed
+        .tail
+        .take()
+        .into_iter()
+        .flat_map(BTreeMap::into_values)
+        .flatten()
+    {
+        tails_in.insert(event);
+    }
+    drop(tails_in);
     drop(feed);
     while worker.step_or_park(None) {
         checkpoint();
@@ -291,6 +369,10 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     let mut quarantine = std::mem::take(&mut *quarantine.borrow_mut());
     quarantine.sort();
     let mut gathered = gathered.borrow_mut();
+    let ending = plan.keep_open.map(|lateness| {
+        let tails = std::mem::take(&mut *tails.borrow_mut());
+        ending(&plan, &report, &mut gathered, tails, lateness)
+    });
     gathered.settle_through(Time::MAX);
     let mut aggregates: Vec<Aggregate> = gathered
         .settled
@@ -303,7 +385,92 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         report,
         quarantine,
         aggregates,
+        ending,
     }))
+}
+
+/// Worker 0, at the end: what a state that keeps the epochs within
+/// `lateness` of the newest row open needs.
+fn ending(
+    plan: &Plan,
+    report: &TrainerReport,
+    gathered: &mut Gathered,
+    tails: Vec<Event>,
+    lateness: u64,
+) -> Ending {
+    let resumed = plan.resume.as_deref();
+    let closed_before = resumed.and_then(|state| state.last_epoch);
+    let accepted = report
+        .epochs
+        .iter()
+        .filter(|epoch| epoch.rows > epoch.rejected)
+        .map(|epoch| epoch.epoch);
+    let newest = accepted
+        .max()
+        .max(resumed.and_then(|state| state.newest_epoch));
+    // A row of the newest epoch made the epochs before `newest - lateness` late.
+    let last_closed = newest
+        .and_then(|newest| newest.checked_sub(lateness + 1))
+        .max(closed_before);
+    let first_open = last_closed.map_or(0, |epoch| epoch + 1);
+
+    // The model after the last closed epoch: the newest snapshot at or before
+    // it, or the one the run started with when it trained none of them.
+    let model = report
+        .recent
+        .iter()
+        .rev()
+        .find(|snapshot| Some(snapshot.epoch) <= last_closed)
+        .map(|snapshot| snapshot.model.clone())
+        .or_else(|| resumed.map(|state| state.model.clone()))
+        .unwrap_or_else(|| {
+            TrainerReport::new(&plan.trainer)
+                .expect("the options were checked when the run started")
+                .model
+        });
+    gathered.settle_through(epoch_time(first_open));
+    let pairs = gathered.pairs();
+
+    let bucket = plan.features.bucket_ms;
+    let open = |event: &Event| (event.ts / bucket) as u64 >= first_open;
+    let saved = resumed
+        .map(|state| state.open_events.as_slice())
+        .unwrap_or_default();
+    let mut events: Vec<Event> = tails
+        .into_iter()
+        .chain(saved.iter().copied())
+        .filter(|event| open(event))
+        .collect();
+    events.sort_unstable();
+    let tallies = report
+        .epochs
+        .iter()
+        .filter(|epoch| epoch.epoch >= first_open && epoch.rows > 0)
+        .map(|epoch| (epoch.epoch, epoch.rows, epoch.rejected))
+        .collect();
+    Ending {
+        last_closed,
+        newest,
+        model,
+        pairs,
+        events,
+        tallies,
+    }
+}
+
+/// Worker 0, with epochs kept open at the end: settles the aggregates that
+/// neither a checkpoint nor the final state can need at an earlier time.
+fn compact(report: &TrainerReport, gathered: &mut Gathered) {
+    let oldest = report
+        .snapshots
+        .first()
+        .into_iter()
+        .chain(report.recent.front())
+        .map(|snapshot| snapshot.epoch)
+        .min();
+    if let Some(epoch) = oldest {
+        gathered.settle_through(epoch_time(epoch + 1));
+    }
 }
 
 /// The aggregates gathered at worker 0.
@@ -348,6 +515,54 @@ impl Gathered {
         }
     }
 
+    /// The pairs among the settled aggregates, sorted.
+    fn pairs(&self) -> Vec<(u64, u64, [u64; 5])> {
+        let mut pairs: Vec<_> = self
+            .settled
+            .iter()
+            .filter(|(_, diff)| **diff > 0)
+            .filter_map(|(aggregate, _)| match aggregate {
+                Aggregate::Pair(user, item, counts) => Some((*user, *item, *counts)),
+                _ => None,
+            })
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
+
+    /// The pairs as of `time`, leaving the later updates pending.
+    fn pairs_through(&self, time: Time) -> Vec<(u64, u64, [u64; 5])> {
+        let mut changes: HashMap<Aggregate, isize> = HashMap::new();
+        for updates in self.pending.range(..=time).map(|(_, updates)| updates) {
+            for (aggregate, diff) in updates {
+                if matches!(aggregate, Aggregate::Pair(..)) {
+                    *changes.entry(*aggregate).or_insert(0) += diff;
+                }
+            }
+        }
+        let mut present: Vec<Aggregate> = self
+            .settled
+            .iter()
+            .filter(|(aggregate, diff)| **diff + changes.remove(*aggregate).unwrap_or(0) > 0)
+            .map(|(aggregate, _)| *aggregate)
+            .collect();
+        present.extend(
+            changes
+                .into_iter()
+                .filter(|(_, diff)| *diff > 0)
+                .map(|(aggregate, _)| aggregate),
+        );
+        let mut pairs: Vec<_> = present
+            .into_iter()
+            .filter_map(|aggregate| match aggregate {
+                Aggregate::Pair(user, item, counts) => Some((user, item, counts)),
+                _ => None,
+            })
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
+
     /// Whether no aggregate can change any more at `time` or before.
     fn final_through(&self, time: Time) -> bool {
         self.frontier.is_none_or(|least| least > time)
@@ -361,6 +576,7 @@ fn take_checkpoint(
     gathered: &RefCell<Gathered>,
     sink: &CheckpointSink,
     progress: bool,
+    keep_open: bool,
 ) {
     let mut report = report.borrow_mut();
     let mut gathered = gathered.borrow_mut();
@@ -377,16 +593,15 @@ fn take_checkpoint(
         .drain(..=newest)
         .next_back()
         .expect("the position is in range");
-    gathered.settle_through(epoch_time(snapshot.epoch + 1));
-    let pairs = gathered
-        .settled
-        .iter()
-        .filter(|(_, diff)| **diff > 0)
-        .filter_map(|(aggregate, _)| match aggregate {
-            Aggregate::Pair(user, item, counts) => Some((*user, *item, *counts)),
-            _ => None,
-        })
-        .collect();
+    // NB: when the final state keeps epochs open, it needs the aggregates as
+    // of an epoch that may be older than this one: nothing is settled here.
+    let through = epoch_time(snapshot.epoch + 1);
+    let pairs = if keep_open {
+        gathered.pairs_through(through)
+    } else {
+        gathered.settle_through(through);
+        gathered.pairs()
+    };
     let data = CheckpointData {
         epoch: snapshot.epoch,
         model: &snapshot.model,
@@ -418,6 +633,9 @@ struct Feed {
     skip_through: Option<u64>,
     /// The newest epoch of an accepted row so far.
     newest_epoch: Option<u64>,
+    /// When a saved state may keep epochs open: this worker's accepted rows
+    /// of the epochs within the lateness of its newest row, by epoch.
+    tail: Option<BTreeMap<u64, Vec<Event>>>,
     /// Rows read so far, for progress.
     rows: u64,
 }
@@ -447,12 +665,19 @@ impl Feed {
                 if !skipped(epoch) {
                     self.count(epoch, &[TallyKind::Rows]);
                     self.events.update_at(event, epoch_time(epoch), 1);
+                    if let Some(tail) = &mut self.tail {
+                        tail.entry(epoch).or_default().push(event);
+                    }
                 }
                 if self.newest_epoch < Some(epoch) {
                     self.newest_epoch = Some(epoch);
                     // A bounded lateness closes the epochs behind the newest at once.
                     if let Some(lateness) = self.lateness {
-                        self.advance(epoch_time(epoch.saturating_sub(lateness)));
+                        let floor = epoch.saturating_sub(lateness);
+                        if let Some(tail) = &mut self.tail {
+                            *tail = tail.split_off(&floor);
+                        }
+                        self.advance(epoch_time(floor));
                     }
                 }
             }

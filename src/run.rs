@@ -129,6 +129,7 @@ fn run_on(
         bot_threshold: config.bot_threshold,
         scaler: config.scaler,
         optimizer: config.optimizer,
+        lateness: config.lateness,
     };
     let fingerprints = paths
         .iter()
@@ -165,8 +166,9 @@ fn run_on(
                 .last_epoch
                 .map_or("none".to_string(), |epoch| epoch.to_string());
             eprintln!(
-                "resuming: last closed epoch {last}, {} pairs",
-                saved.pairs.len()
+                "resuming: last closed epoch {last}, {} pairs, {} rows of open epochs",
+                saved.pairs.len(),
+                saved.open_events.len()
             );
         }
     }
@@ -181,11 +183,20 @@ fn run_on(
     let closed_before = first_open.checked_sub(1);
     // Only the saved aggregates the new logs can touch enter the dataflow.
     let restored = match &resume {
-        Some(saved) => Touched::scan(&files, &bindings, spec.delimiter())
-            .map(|touched| restore::restored(&saved.pairs, &touched))
-            .map_err(|err| RunError::Input(format!("cannot read an input: {err}")))?,
+        Some(saved) => {
+            let mut touched = Touched::scan(&files, &bindings, spec.delimiter())
+                .map_err(|err| RunError::Input(format!("cannot read an input: {err}")))?;
+            for event in &saved.open_events {
+                touched.add(event.user, event.item);
+            }
+            restore::restored(&saved.pairs, &touched)
+        }
         None => Vec::new(),
     };
+    // With a bounded lateness, the epochs within it of the newest row stay
+    // open in the saved state, as they would in one run over this log and
+    // the next.
+    let keep_open = config.lateness.filter(|_| config.state.is_some());
 
     let checkpoints = match (&config.state, config.checkpoint_every, config.process) {
         (Some(dir), Some(_), 0) => Some(checkpoint_sink(
@@ -212,6 +223,7 @@ fn run_on(
             scaler: config.scaler,
             collect_examples: config.emit_examples,
             snapshot_every: config.checkpoint_every.filter(|_| config.state.is_some()),
+            keep_recent: keep_open,
         },
         collect_aggregates: config.emit_features || config.state.is_some(),
         progress: config.progress,
@@ -219,6 +231,7 @@ fn run_on(
         restart,
         checkpoints,
         restored,
+        keep_open,
     });
 
     let job = job_fingerprint(config, &spec, &plan);
@@ -271,20 +284,36 @@ fn run_on(
             .epochs
             .iter()
             .filter(|epoch| epoch.rows > epoch.rejected);
-        let last_epoch = accepted.map(|epoch| epoch.epoch).max().max(closed_before);
+        let newest = accepted.map(|epoch| epoch.epoch).max().max(closed_before);
         let mut files = resume
             .as_ref()
             .map(|saved| saved.files.clone())
             .unwrap_or_default();
         files.extend(fingerprints);
-        let saved = State {
-            options: fixed,
-            last_epoch,
-            files,
-            model: results.report.model.clone(),
-            pairs: match &resume {
-                Some(saved) => restore::overlay_pairs(&saved.pairs, fresh_pairs),
-                None => fresh_pairs,
+        let overlay = |fresh| match &resume {
+            Some(saved) => restore::overlay_pairs(&saved.pairs, fresh),
+            None => fresh,
+        };
+        let saved = match results.ending.take() {
+            Some(ending) => State {
+                options: fixed,
+                last_epoch: ending.last_closed,
+                files,
+                model: ending.model,
+                pairs: overlay(ending.pairs),
+                newest_epoch: ending.newest,
+                open_events: ending.events,
+                open_tallies: ending.tallies,
+            },
+            None => State {
+                options: fixed,
+                last_epoch: newest,
+                files,
+                model: results.report.model.clone(),
+                pairs: overlay(fresh_pairs),
+                newest_epoch: newest,
+                open_events: Vec::new(),
+                open_tallies: Vec::new(),
             },
         };
         // The checkpoints go first: should this run be killed in between,
@@ -358,6 +387,27 @@ fn checkpoint_sink(
             None => (data.pairs, Vec::new()),
         };
         let count = pairs.len();
+        // The saved open epochs after this one are still to come.
+        let bucket = options.bucket_ms;
+        let later = |epoch: u64| epoch > data.epoch;
+        let (newest_epoch, open_events, open_tallies) = match &resumed {
+            Some(saved) => (
+                saved.newest_epoch,
+                saved
+                    .open_events
+                    .iter()
+                    .filter(|event| later((event.ts / bucket) as u64))
+                    .copied()
+                    .collect(),
+                saved
+                    .open_tallies
+                    .iter()
+                    .filter(|(epoch, _, _)| later(*epoch))
+                    .copied()
+                    .collect(),
+            ),
+            None => (None, Vec::new(), Vec::new()),
+        };
         let checkpoint = Checkpoint {
             run: identity,
             described: described.clone(),
@@ -368,6 +418,9 @@ fn checkpoint_sink(
                 files: consumed_before,
                 model: data.model.clone(),
                 pairs,
+                newest_epoch,
+                open_events,
+                open_tallies,
             },
             epochs: data.epochs.iter().map(SavedEpoch::from).collect(),
             scores: data.scores.to_vec(),

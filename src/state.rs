@@ -5,9 +5,13 @@
 //! kind) as of the last closed epoch (user and item aggregates derive from
 //! them), the model with its optimizer state and the scaler's histogram, the
 //! last closed epoch, the options that must not change, and a fingerprint of
-//! every input file consumed. Every epoch seen is closed when a run ends, so
-//! no dedup or bot state of open epochs remains; rows of a new log that fall
-//! in a closed epoch are rejected as `late`.
+//! every input file consumed. With unlimited lateness every epoch seen is
+//! closed when a run ends. With a bounded lateness `L`, the epochs within `L`
+//! of the newest accepted row stay open, as they would in one run over this
+//! log and the next: the state then holds the aggregates and model as of the
+//! last closed epoch, and the accepted rows and row counts of the open ones
+//! (their dedup and bot state). Rows of a new log that fall in a closed epoch
+//! are rejected as `late`.
 //!
 //! While a run goes on, `DIR/checkpoint.bin` records how far it got (see
 //! [`Checkpoint`]); `state.bin` is only replaced when the run ends.
@@ -28,6 +32,7 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::EvalSummary;
+use crate::event::Event;
 use crate::features::Example;
 use crate::model::OptimizerConfig;
 use crate::scaler::ScalerKind;
@@ -55,6 +60,8 @@ pub struct FixedOptions {
     pub scaler: ScalerKind,
     /// Optimizer, rates and batch size.
     pub optimizer: OptimizerConfig,
+    /// How many epochs a row may trail the newest; `None` for unlimited.
+    pub lateness: Option<u64>,
 }
 
 impl FixedOptions {
@@ -72,6 +79,11 @@ impl FixedOptions {
                 "--bot-threshold",
                 self.bot_threshold.to_string(),
                 saved.bot_threshold.to_string(),
+            ),
+            (
+                "--lateness",
+                lateness_name(self.lateness),
+                lateness_name(saved.lateness),
             ),
             (
                 "--scaler",
@@ -106,6 +118,10 @@ impl FixedOptions {
         ];
         pairs.into_iter().find(|(_, now, then)| now != then)
     }
+}
+
+fn lateness_name(lateness: Option<u64>) -> String {
+    lateness.map_or("unlimited".into(), |epochs| epochs.to_string())
 }
 
 /// Identifies an input file without keeping it: its length and a hash of its
@@ -164,8 +180,19 @@ pub struct State {
     pub files: Vec<Fingerprint>,
     /// The model, its optimizer state and the scaler histogram.
     pub model: ModelState,
-    /// Clean-event counts per (user, item), indexed by `Kind as usize`.
+    /// Clean-event counts per (user, item), indexed by `Kind as usize`, as
+    /// of the end of `last_epoch`.
     pub pairs: Vec<(u64, u64, [u64; 5])>,
+    /// The newest epoch of an accepted row so far. With a bounded lateness,
+    /// the epochs after `last_epoch` up to this one are still open: the next
+    /// log's rows may still fall in them.
+    pub newest_epoch: Option<u64>,
+    /// The accepted rows of the open epochs, duplicates and bots' rows
+    /// included: an epoch is cleaned when it closes.
+    pub open_events: Vec<Event>,
+    /// `(epoch, rows, rejected)`: the rows counted so far in each open epoch
+    /// (accepted or not, but not late), and how many were rejected.
+    pub open_tallies: Vec<(u64, u64, u64)>,
 }
 
 /// How far an unfinished run got: written every `--checkpoint-every` epochs
@@ -584,6 +611,7 @@ mod tests {
             bot_threshold: 1000,
             scaler: ScalerKind::ZScore,
             optimizer: OptimizerConfig::default(),
+            lateness: Some(1),
         };
         let mut histogram = Histogram::default();
         histogram.add(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
@@ -602,6 +630,14 @@ mod tests {
                 sample_crc: 7,
             }],
             pairs: vec![(1, 2, [3, 0, 0, 1, 0]), (4, 5, [0, 0, 0, 0, 2])],
+            newest_epoch: Some(17_501),
+            open_events: vec![Event {
+                ts: 17_501 * 86_400_000 + 5,
+                user: 1,
+                item: 9,
+                kind: crate::event::Kind::Cart,
+            }],
+            open_tallies: vec![(17_501, 2, 1)],
         }
     }
 
@@ -623,6 +659,8 @@ mod tests {
         assert_eq!(loaded.options, state.options);
         assert_eq!(loaded.model.histogram, state.model.histogram);
         assert_eq!(loaded.files, state.files);
+        assert_eq!(loaded.open_events, state.open_events);
+        assert_eq!(loaded.open_tallies, state.open_tallies);
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! the model does not depend on the number of workers or processes.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -82,6 +82,10 @@ pub struct TrainerOptions {
     pub collect_examples: bool,
     /// Worker 0 takes a [`Snapshot`] after every this many trained epochs.
     pub snapshot_every: Option<u64>,
+    /// Worker 0 keeps the snapshots a state saved at the end may need when
+    /// the epochs within this lateness of the newest stay open (see
+    /// [`TrainerReport::recent`]).
+    pub keep_recent: Option<u64>,
 }
 
 /// The metrics of one epoch, as `metrics.jsonl` reports them.
@@ -133,6 +137,10 @@ pub struct TrainerReport {
     pub error: Option<String>,
     /// Worker 0 only: snapshots not yet taken away, oldest first.
     pub snapshots: Vec<Snapshot>,
+    /// Worker 0 only, with `keep_recent`: the snapshots after the latest
+    /// epochs, oldest first, from the newest one at least `keep_recent + 1`
+    /// epochs behind the last trained epoch.
+    pub recent: VecDeque<Snapshot>,
     /// Epochs trained by this run.
     pub trained: u64,
 }
@@ -171,6 +179,7 @@ impl TrainerReport {
             examples: Vec::new(),
             error: None,
             snapshots: Vec::new(),
+            recent: VecDeque::new(),
             trained: 0,
         })
     }
@@ -342,19 +351,8 @@ pub fn train<'scope>(
                     if finished {
                         let done = active.take().expect("checked above");
                         finish_epoch(done, index, &mut report, &mut clock);
-                        let every = options.snapshot_every.unwrap_or(u64::MAX);
-                        if index == 0
-                            && report.error.is_none()
-                            && report.trained.is_multiple_of(every)
-                        {
-                            let snapshot = Snapshot {
-                                epoch: report.epochs.last().map_or(0, |last| last.epoch),
-                                model: report.model.clone(),
-                                epochs: report.epochs.len(),
-                                scores: report.scores.len(),
-                                examples: report.examples.len(),
-                            };
-                            report.snapshots.push(snapshot);
+                        if index == 0 && report.error.is_none() {
+                            take_snapshots(&mut report, &options);
                         }
                     } else {
                         current.round += 1;
@@ -561,6 +559,41 @@ fn batch_gradient(active: &Active, batch: u64, params: &Params) -> Result<GradSu
             .map_err(|error| format!("epoch {}: {error}", active.epoch))?;
     }
     Ok(sum)
+}
+
+/// Worker 0, after an epoch: the snapshots the run's checkpoints and its
+/// final state may need.
+fn take_snapshots(report: &mut TrainerReport, options: &TrainerOptions) {
+    let every = options.snapshot_every.unwrap_or(u64::MAX);
+    let due = report.trained.is_multiple_of(every);
+    if !due && options.keep_recent.is_none() {
+        return;
+    }
+    let epoch = report.epochs.last().map_or(0, |last| last.epoch);
+    let snapshot = Snapshot {
+        epoch,
+        model: report.model.clone(),
+        epochs: report.epochs.len(),
+        scores: report.scores.len(),
+        examples: report.examples.len(),
+    };
+    if let Some(lateness) = options.keep_recent {
+        report.recent.push_back(snapshot.clone());
+        // The state at the end needs the newest snapshot at least
+        // `lateness + 1` epochs behind the newest row, which is no older
+        // than this epoch: a snapshot followed by one that far behind this
+        // epoch is never needed.
+        while report
+            .recent
+            .get(1)
+            .is_some_and(|next| next.epoch.saturating_add(lateness + 1) <= epoch)
+        {
+            report.recent.pop_front();
+        }
+    }
+    if due {
+        report.snapshots.push(snapshot);
+    }
 }
 
 /// Folds a trained epoch into the model's history and, on worker 0, the metrics.

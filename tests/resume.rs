@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::r#gen::{GenOpts, Order, generate, split_epochs, write_log, write_parts};
+use common::r#gen::{GenOpts, Order, generate, split_epochs, split_rows, write_log, write_parts};
 use common::oracle::{DAY_MS, Format, HOUR_MS};
 
 fn deltarec(args: &[&str], files: &[PathBuf]) -> Output {
@@ -65,6 +65,11 @@ fn epoch_metrics(out: &Path) -> Vec<(String, String)> {
 
 /// Runs all `parts` at once and chained through a state, and compares.
 fn check_chain(parts: &[PathBuf], spec: &str, bucket_ms: i64, workers: &str) {
+    check_chain_with(parts, spec, bucket_ms, workers, &[]);
+}
+
+/// As [`check_chain`], with more flags for every run.
+fn check_chain_with(parts: &[PathBuf], spec: &str, bucket_ms: i64, workers: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket_ms.to_string();
     let common = [
@@ -76,7 +81,10 @@ fn check_chain(parts: &[PathBuf], spec: &str, bucket_ms: i64, workers: &str) {
         workers,
         "--emit-examples",
         "--emit-features",
-    ];
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect::<Vec<_>>();
 
     let full = dir.path().join("full");
     let mut args = common.to_vec();
@@ -85,7 +93,9 @@ fn check_chain(parts: &[PathBuf], spec: &str, bucket_ms: i64, workers: &str) {
 
     let state = dir.path().join("state");
     let mut last = PathBuf::new();
-    let mut later_epochs = Vec::new();
+    // An epoch a part leaves open is trained again by the next part: the
+    // last part to train an epoch has its final metrics.
+    let mut later_epochs = std::collections::BTreeMap::new();
     for (index, part) in parts.iter().enumerate() {
         last = dir.path().join(format!("part{index}"));
         let mut args = common.to_vec();
@@ -508,4 +518,48 @@ fn a_day_touching_few_keys_of_a_large_state_resumes_to_the_same_results() {
     assert_same_map("features/users.csv", &read_users(&out), &expected.users);
     assert_same_map("features/items.csv", &read_items(&out), &expected.items);
     assert_same_map("features/pairs.csv", &read_pairs(&out), &expected.pairs);
+}
+
+#[test]
+fn rows_of_open_epochs_in_the_next_log_are_merged_within_the_lateness() {
+    // Logs cut by row count, not at an epoch boundary: the next log holds
+    // rows of the epochs the previous one left open. With a bounded
+    // lateness they are not late, as in one run over both.
+    let dir = tempfile::tempdir().unwrap();
+    for (seed, format, spec, lateness) in [
+        (51, Format::RetailRocket, "retailrocket", 1),
+        (52, Format::Taobao, "taobao", 2),
+    ] {
+        let mut opts = GenOpts::days(12);
+        opts.order = Order::Bounded(lateness);
+        opts.malformed = true;
+        let text = generate(seed, format, &opts);
+        let rows = text.lines().count();
+        let parts = split_rows(&text, format, &[rows / 3, rows / 3 * 2]);
+        let files = write_parts(dir.path(), &format!("{spec}-rows"), &parts);
+        let lateness = lateness.to_string();
+        for workers in ["1", "2"] {
+            check_chain_with(&files, spec, DAY_MS, workers, &["--lateness", &lateness]);
+        }
+        // Without the lateness, every epoch closes at the end of a log, and
+        // the next log's rows of those epochs are late.
+        let state = dir.path().join(format!("closed-{seed}"));
+        for (index, file) in files.iter().enumerate() {
+            let out = dir.path().join(format!("closed-{seed}-{index}"));
+            succeed(
+                &[
+                    "--spec",
+                    spec,
+                    "--state",
+                    state.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                std::slice::from_ref(file),
+            );
+            if index > 0 {
+                assert!(read(&out.join("quarantine.csv")).contains(",late,"));
+            }
+        }
+    }
 }
