@@ -123,8 +123,12 @@ fn run_on(
     }
 
     // A saved state: same fixed options, and no input it has consumed already.
+    let spec_text = std::fs::read(spec.origin())
+        .map(|text| crc32fast::hash(&text))
+        .unwrap_or(0);
     let fixed = FixedOptions {
         spec: spec.name().to_string(),
+        spec_text,
         bucket_ms: config.bucket_ms,
         bot_threshold: config.bot_threshold,
         scaler: config.scaler,
@@ -148,11 +152,35 @@ fn run_on(
     };
     // An unfinished run's checkpoint, if this is that run again; or the
     // state the last finished run saved.
-    let identity = run_identity(config, &spec, &fingerprints);
+    let key = run_key(config, &spec, &fingerprints);
+    let identity = fnv1a(&format!(
+        "{key} {:?}",
+        config.state.as_deref().and_then(state::state_checksum)
+    ));
     let (resume, restart) = match &config.state {
         Some(dir) => resume_from(dir, identity, config.progress && config.process == 0)?,
         None => (None, None),
     };
+    if let (Some(saved), None, false) = (&resume, &restart, config.force) {
+        // The same run again, after it finished (killed between saving its
+        // state and exiting, say): its outputs and state are there already.
+        let consumed = |fingerprint: &Fingerprint| {
+            saved.files.iter().any(|seen| seen.same_content(fingerprint))
+        };
+        let done = saved.last_run == key && fingerprints.iter().all(consumed);
+        if done && config.out.join("metrics.jsonl").exists() {
+            if config.process == 0 {
+                eprintln!(
+                    "nothing to do: this run already finished; its outputs are in {} and its \
+                     state in {} (pass --force to replay its inputs anyway: their rows then \
+                     fall in closed epochs)",
+                    config.out.display(),
+                    config.state.as_deref().unwrap_or(Path::new("")).display()
+                );
+            }
+            return Ok(None);
+        }
+    }
     if let Some(saved) = &resume {
         check_resume(
             saved,
@@ -304,6 +332,7 @@ fn run_on(
                 newest_epoch: ending.newest,
                 open_events: ending.events,
                 open_tallies: ending.tallies,
+                last_run: key,
             },
             None => State {
                 options: fixed,
@@ -314,6 +343,7 @@ fn run_on(
                 newest_epoch: newest,
                 open_events: Vec::new(),
                 open_tallies: Vec::new(),
+                last_run: key,
             },
         };
         // The checkpoints go first: should this run be killed in between,
@@ -390,7 +420,7 @@ fn checkpoint_sink(
         // The saved open epochs after this one are still to come.
         let bucket = options.bucket_ms;
         let later = |epoch: u64| epoch > data.epoch;
-        let (newest_epoch, open_events, open_tallies) = match &resumed {
+        let (newest_epoch, open_events, open_tallies, last_run) = match &resumed {
             Some(saved) => (
                 saved.newest_epoch,
                 saved
@@ -405,8 +435,9 @@ fn checkpoint_sink(
                     .filter(|(epoch, _, _)| later(*epoch))
                     .copied()
                     .collect(),
+                saved.last_run,
             ),
-            None => (None, Vec::new(), Vec::new()),
+            None => (None, Vec::new(), Vec::new(), 0),
         };
         let checkpoint = Checkpoint {
             run: identity,
@@ -421,6 +452,7 @@ fn checkpoint_sink(
                 newest_epoch,
                 open_events,
                 open_tallies,
+                last_run,
             },
             epochs: data.epochs.iter().map(SavedEpoch::from).collect(),
             scores: data.scores.to_vec(),
@@ -441,17 +473,17 @@ fn checkpoint_sink(
     })
 }
 
-/// Identifies a run for its checkpoints: a restart must read the same
-/// inputs with the same options and worker count, from the same state.
-fn run_identity(config: &RunConfig, spec: &Spec, fingerprints: &[Fingerprint]) -> u64 {
+/// Identifies a run by what shapes its results: the same inputs with the
+/// same options and worker count. (A checkpoint also needs the same state
+/// to start from.)
+fn run_key(config: &RunConfig, spec: &Spec, fingerprints: &[Fingerprint]) -> u64 {
     let spec_text = std::fs::read(spec.origin()).unwrap_or_default();
     let files: Vec<(u64, u32)> = fingerprints
         .iter()
         .map(|fingerprint| (fingerprint.len, fingerprint.sample_crc))
         .collect();
-    let base = config.state.as_deref().and_then(state::state_checksum);
     fnv1a(&format!(
-        "{} {} {} {:?} {} {} {:?} {:?} {} {:?} {:?}",
+        "{} {} {} {:?} {} {} {:?} {:?} {} {:?}",
         spec.name(),
         crc32fast::hash(&spec_text),
         config.bucket_ms,
@@ -462,7 +494,6 @@ fn run_identity(config: &RunConfig, spec: &Spec, fingerprints: &[Fingerprint]) -
         config.optimizer,
         config.workers * config.processes,
         files,
-        base,
     ))
 }
 

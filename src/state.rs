@@ -52,6 +52,8 @@ pub const CHECKPOINT_VERSION: u32 = 2;
 pub struct FixedOptions {
     /// The spec's name.
     pub spec: String,
+    /// CRC-32 of a spec file's text; 0 for a built-in spec.
+    pub spec_text: u32,
     /// Epoch width.
     pub bucket_ms: i64,
     /// Bot threshold.
@@ -70,6 +72,11 @@ impl FixedOptions {
     pub fn first_difference(&self, saved: &FixedOptions) -> Option<(&'static str, String, String)> {
         let pairs = [
             ("--spec", self.spec.clone(), saved.spec.clone()),
+            (
+                "--spec",
+                format!("{} (a spec file whose text has CRC {:08x})", self.spec, self.spec_text),
+                format!("{} (text CRC {:08x}; edited since?)", saved.spec, saved.spec_text),
+            ),
             (
                 "--bucket",
                 format!("{}ms", self.bucket_ms),
@@ -193,6 +200,10 @@ pub struct State {
     /// `(epoch, rows, rejected)`: the rows counted so far in each open epoch
     /// (accepted or not, but not late), and how many were rejected.
     pub open_tallies: Vec<(u64, u64, u64)>,
+    /// Identifies the run that saved this state (its inputs' contents, the
+    /// options that shape its results, its worker count), so that running
+    /// it again is recognised as done.
+    pub last_run: u64,
 }
 
 /// How far an unfinished run got: written every `--checkpoint-every` epochs
@@ -607,6 +618,7 @@ mod tests {
     fn sample_state() -> State {
         let options = FixedOptions {
             spec: "taobao".into(),
+            spec_text: 0,
             bucket_ms: 86_400_000,
             bot_threshold: 1000,
             scaler: ScalerKind::ZScore,
@@ -638,6 +650,7 @@ mod tests {
                 kind: crate::event::Kind::Cart,
             }],
             open_tallies: vec![(17_501, 2, 1)],
+            last_run: 7,
         }
     }
 

@@ -119,7 +119,7 @@ pub struct ModelState {
     pub optimizer: Optimizer,
     /// Aggregate histogram of every example trained on: the scaler's state.
     pub histogram: Histogram,
-    /// The last epoch trained, if any.
+    /// The newest epoch trained, if any.
     pub last_epoch: Option<u64>,
 }
 
@@ -599,7 +599,9 @@ fn take_snapshots(report: &mut TrainerReport, options: &TrainerOptions) {
 /// Folds a trained epoch into the model's history and, on worker 0, the metrics.
 fn finish_epoch(done: Active, index: u64, report: &mut TrainerReport, clock: &mut Instant) {
     report.model.histogram.merge(&done.histogram);
-    report.model.last_epoch = Some(done.epoch);
+    // NB: the newest epoch trained, not the latest: a resumed run may train
+    // an open epoch older than one its state saw rejected rows in.
+    report.model.last_epoch = report.model.last_epoch.max(Some(done.epoch));
     report.trained += 1;
     if index != 0 {
         return;
