@@ -165,7 +165,10 @@ fn run_on(
         // The same run again, after it finished (killed between saving its
         // state and exiting, say): its outputs and state are there already.
         let consumed = |fingerprint: &Fingerprint| {
-            saved.files.iter().any(|seen| seen.same_content(fingerprint))
+            saved
+                .files
+                .iter()
+                .any(|seen| seen.same_content(fingerprint))
         };
         let done = saved.last_run == key && fingerprints.iter().all(consumed);
         if done && config.out.join("metrics.jsonl").exists() {

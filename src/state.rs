@@ -74,8 +74,8 @@ impl FixedOptions {
             ("--spec", self.spec.clone(), saved.spec.clone()),
             (
                 "--spec",
-                format!("{} (a spec file whose text has CRC {:08x})", self.spec, self.spec_text),
-                format!("{} (text CRC {:08x}; edited since?)", saved.spec, saved.spec_text),
+                format!("{} (spec text CRC {:08x})", self.spec, self.spec_text),
+                format!("{} (spec text CRC {:08x})", saved.spec, saved.spec_text),
             ),
             (
                 "--bucket",
@@ -749,5 +749,12 @@ mod tests {
         now.bucket_ms = 3_600_000;
         let (flag, _, _) = now.first_difference(&saved).unwrap();
         assert_eq!(flag, "--bucket");
+        let mut edited = saved.clone();
+        edited.spec_text = 0x1234;
+        let (flag, now, _) = edited.first_difference(&saved).unwrap();
+        assert_eq!(
+            (flag, now.as_str()),
+            ("--spec", "taobao (spec text CRC 00001234)")
+        );
     }
 }

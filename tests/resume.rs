@@ -563,3 +563,49 @@ fn rows_of_open_epochs_in_the_next_log_are_merged_within_the_lateness() {
         }
     }
 }
+
+#[test]
+fn a_finished_run_rerun_does_nothing_and_an_edited_spec_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, day2) = saved_state(dir.path());
+    let state = state.to_str().unwrap();
+    let day1 = dir.path().join("day-1.csv");
+    let out = dir.path().join("out");
+    let args = [
+        "--spec",
+        "taobao",
+        "--state",
+        state,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+
+    // The run that saved the state, again: nothing to do, its outputs stay.
+    let before = read(&out.join("metrics.jsonl"));
+    let output = deltarec(&args, std::slice::from_ref(&day1));
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already finished"));
+    assert_eq!(read(&out.join("metrics.jsonl")), before);
+
+    // A spec file with the same name but another text.
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/taobao.toml");
+    let edited = dir.path().join("taobao.toml");
+    let text = read(&spec);
+    std::fs::write(&edited, format!("{text}\n# edited\n")).unwrap();
+    let out2 = dir.path().join("out2");
+    let error = failure(
+        &[
+            "--spec",
+            edited.to_str().unwrap(),
+            "--state",
+            state,
+            "--out",
+            out2.to_str().unwrap(),
+        ],
+        std::slice::from_ref(&day2),
+    );
+    assert!(
+        error.contains("--spec") && error.contains("spec text CRC"),
+        "{error}"
+    );
+}
