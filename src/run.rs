@@ -483,7 +483,7 @@ fn run_key(config: &RunConfig, spec: &Spec, fingerprints: &[Fingerprint]) -> u64
     let spec_text = std::fs::read(spec.origin()).unwrap_or_default();
     let files: Vec<(u64, u32)> = fingerprints
         .iter()
-        .map(|fingerprint| (fingerprint.len, fingerprint.sample_crc))
+        .map(|fingerprint| (fingerprint.len, fingerprint.crc))
         .collect();
     fnv1a(&format!(
         "{} {} {} {:?} {} {} {:?} {:?} {} {:?}",

@@ -131,48 +131,49 @@ fn lateness_name(lateness: Option<u64>) -> String {
     lateness.map_or("unlimited".into(), |epochs| epochs.to_string())
 }
 
-/// Identifies an input file without keeping it: its length and a hash of its
-/// first and last 64 KiB.
+/// Identifies an input file without keeping it: its length and a CRC-32 of
+/// its whole content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     /// The file as it was named.
     pub name: String,
     /// Its length in bytes.
     pub len: u64,
-    /// CRC-32 of the head and tail.
-    pub sample_crc: u32,
+    /// CRC-32 of its content.
+    pub crc: u32,
 }
 
 impl Fingerprint {
-    /// Fingerprints the file at `path`.
+    /// Fingerprints the file at `path`, reading it whole (CRC-32 runs at
+    /// several GB/s, and the run reads the file anyway).
     ///
     /// # Errors
     /// When the file cannot be read.
     pub fn of(path: &Path, name: &str) -> io::Result<Fingerprint> {
-        use std::io::{Seek, SeekFrom};
-        const SAMPLE: u64 = 64 << 10;
         let mut file = File::open(path)?;
-        let len = file.metadata()?.len();
         let mut hasher = crc32fast::Hasher::new();
-        let mut buf = Vec::new();
-        (&mut file).take(SAMPLE).read_to_end(&mut buf)?;
-        hasher.update(&buf);
-        if len > SAMPLE {
-            buf.clear();
-            file.seek(SeekFrom::Start(len.saturating_sub(SAMPLE).max(SAMPLE)))?;
-            file.read_to_end(&mut buf)?;
-            hasher.update(&buf);
+        let mut buf = vec![0; 1 << 20];
+        let mut len = 0;
+        loop {
+            let read = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            hasher.update(&buf[..read]);
+            len += read as u64;
         }
         Ok(Fingerprint {
             name: name.to_string(),
             len,
-            sample_crc: hasher.finalize(),
+            crc: hasher.finalize(),
         })
     }
 
     /// Whether two fingerprints describe the same content (names may differ).
     pub fn same_content(&self, other: &Fingerprint) -> bool {
-        self.len == other.len && self.sample_crc == other.sample_crc
+        self.len == other.len && self.crc == other.crc
     }
 }
 
@@ -639,7 +640,7 @@ mod tests {
             files: vec![Fingerprint {
                 name: "day1.csv".into(),
                 len: 10,
-                sample_crc: 7,
+                crc: 7,
             }],
             pairs: vec![(1, 2, [3, 0, 0, 1, 0]), (4, 5, [0, 0, 0, 0, 2])],
             newest_epoch: Some(17_501),
