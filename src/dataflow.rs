@@ -9,12 +9,14 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::AsCollection;
 use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
@@ -161,6 +163,9 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     let quarantine = Rc::new(RefCell::new(Vec::new()));
     let gathered = Rc::new(RefCell::new(Gathered::new()));
     let tails = Rc::new(RefCell::new(Vec::new()));
+    // Where the rows are, and how far the work on them has got.
+    let read_probe = ProbeHandle::new();
+    let work_probe = ProbeHandle::new();
 
     let (mut events_in, mut tallies_in, mut rejects_in, mut restored_in, mut tails_in) = worker
         .dataflow::<Time, _, _>(|scope| {
@@ -170,6 +175,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
             let (restored_in, restored) = scope.new_collection::<Restored, isize>();
             let (tails_in, tail_events) = scope.new_collection::<Event, isize>();
 
+            let events = events.inner.probe_with(&read_probe).as_collection();
             let streams = features::build(events, restored, plan.features);
 
             // Every worker's trainer sees every tally; examples stay on their shard.
@@ -179,7 +185,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
                 .examples
                 .map(TrainIn::Example)
                 .concat(tallies.map(TrainIn::Tally));
-            trainer::train(train_in, plan.trainer, report.clone());
+            trainer::train(train_in, plan.trainer, report.clone(), &work_probe);
 
             // Quarantined rows and the final aggregates are written by worker 0.
             let sink = quarantine.clone();
@@ -201,7 +207,8 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
                 // them whenever it saves one.
                 let sink = gathered.clone();
                 let by_time = plan.checkpoints.is_some() || plan.keep_open.is_some();
-                streams.aggregates.inner.sink(
+                let aggregates = streams.aggregates.inner.probe_with(&work_probe);
+                aggregates.sink(
                     Exchange::new(|_: &(Aggregate, Time, isize)| 0),
                     "features: gather",
                     move |(input, frontier)| {
@@ -326,6 +333,18 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
             feed.flush();
             worker.step();
             checkpoint();
+            if plan.lateness.is_some() {
+                // Catch up with the epochs every reader has closed before
+                // reading on: that work is due anyway, and done now it
+                // releases their rows and lets checkpoints be taken.
+                while read_probe
+                    .with_frontier(|frontier| frontier.first().copied())
+                    .is_some_and(|read| work_probe.less_than(&read))
+                {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                    checkpoint();
+                }
+            }
 
             if plan.progress && index == 0 && last_progress.elapsed().as_secs_f64() >= 2.0 {
                 last_progress = Instant::now();

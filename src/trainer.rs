@@ -30,9 +30,10 @@ use std::time::Instant;
 
 use differential_dataflow::consolidation::consolidate;
 use serde::{Deserialize, Serialize};
+use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
+use timely::dataflow::operators::{Capability, ConnectLoop, Feedback, Probe};
 
 use crate::evaluate::{EvalSummary, evaluate};
 use crate::features::{Coll, EPOCH_STEP, Example, NUM_FEATURES, Time, time_epoch};
@@ -244,10 +245,12 @@ struct Active {
 }
 
 /// Attaches the trainer to `input`; returns nothing but fills `report`.
+/// `probe` follows the epochs still being trained.
 pub fn train<'scope>(
     input: Coll<'scope, TrainIn>,
     options: TrainerOptions,
     report: Rc<RefCell<TrainerReport>>,
+    probe: &ProbeHandle<Time>,
 ) {
     let scope = input.inner.scope();
     let index = scope.index() as u64;
@@ -363,7 +366,7 @@ pub fn train<'scope>(
             }
         },
     );
-    messages.connect_loop(handle);
+    messages.probe_with(probe).connect_loop(handle);
 }
 
 impl Active {
