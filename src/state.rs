@@ -22,7 +22,9 @@
 //! file, synced, and renamed; the previous state is kept as `state.prev.bin`
 //! through a hard link first, so `state.bin` is complete at every moment.
 //! `checkpoint.bin` is framed and kept the same way, with the magic bytes
-//! `DELTAREC-CHECKPOINT\n` and `checkpoint.prev.bin`.
+//! `DELTAREC-CHECKPOINT\n` and `checkpoint.prev.bin`. The temporary files a
+//! killed run leaves behind are removed by the next run that takes the
+//! directory's [`Lock`].
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -360,14 +362,19 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
             path,
         });
     }
-    let remedy = if previous_path(dir).exists() {
-        format!(
+    let remedy = match previous_copy(dir, &STATE) {
+        Previous::Distinct(previous) => format!(
             "the previous state {} is intact if this one is not: move it to {} to resume from it",
-            previous_path(dir).display(),
+            previous.display(),
             path.display()
-        )
-    } else {
-        "remove the state directory to start afresh".to_string()
+        ),
+        Previous::SameFile(previous) => format!(
+            "there is no intact previous state ({} is the same file as {}): remove the state \
+             directory to start afresh",
+            previous.display(),
+            path.display()
+        ),
+        Previous::Missing => "remove the state directory to start afresh".to_string(),
     };
     read(dir, &STATE, &remedy)
 }
@@ -378,22 +385,60 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
 /// When the file is unreadable, truncated, corrupted or of another version.
 pub fn load_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, StateError> {
     let path = checkpoint_path(dir);
-    let previous = dir.join(CHECKPOINT.previous);
-    let remedy = if previous.exists() {
-        format!(
+    let remedy = match previous_copy(dir, &CHECKPOINT) {
+        Previous::Distinct(previous) => format!(
             "the previous checkpoint {} is intact if this one is not: move it to {} to go on \
              from it, or remove both to rerun that run from {}",
             previous.display(),
             path.display(),
             STATE.name
-        )
-    } else {
-        format!(
+        ),
+        Previous::SameFile(previous) => format!(
+            "there is no intact previous checkpoint ({} is the same file as it): remove both \
+             to rerun that run from {} (or from nothing)",
+            previous.display(),
+            STATE.name
+        ),
+        Previous::Missing => format!(
             "remove it to rerun that run from {} (or from nothing)",
             STATE.name
-        )
+        ),
     };
     read(dir, &CHECKPOINT, &remedy)
+}
+
+/// What a framed file's previous version can offer when the file is damaged.
+enum Previous {
+    /// There is none.
+    Missing,
+    /// It is another link to the current file (a run was killed between
+    /// keeping the previous version and renaming the new one into place), so
+    /// it is damaged the same way.
+    SameFile(PathBuf),
+    /// A file of its own.
+    Distinct(PathBuf),
+}
+
+/// Whether the previous version of `framing`'s file in `dir` can stand in
+/// for it.
+fn previous_copy(dir: &Path, framing: &Framing) -> Previous {
+    let previous = dir.join(framing.previous);
+    if !previous.exists() {
+        Previous::Missing
+    } else if same_file(&previous, &dir.join(framing.name)) {
+        Previous::SameFile(previous)
+    } else {
+        Previous::Distinct(previous)
+    }
+}
+
+/// Whether `a` and `b` both exist and are links to one file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// The checksum in the header of `dir`'s state file: identifies the state a
@@ -537,12 +582,18 @@ fn write<T: Serialize>(dir: &Path, framing: &Framing, value: &T) -> Result<u64, 
     }
     // Keep the current file as the previous one through a hard link, so
     // that the current name exists at every moment: the old file until the
-    // rename below replaces it with the new one.
-    if path.exists() {
+    // rename below replaces it with the new one. A run killed between the two
+    // renames leaves the previous name linked to the current file; it already
+    // is the previous version then. (Renaming a link onto another link of the
+    // same file would do nothing and leave the link behind.)
+    let previous = dir.join(framing.previous);
+    if path.exists() && !same_file(&path, &previous) {
         let link = dir.join(format!(".{}.tmp-{}", framing.previous, std::process::id()));
         let _ = fs::remove_file(&link);
         fs::hard_link(&path, &link).map_err(io_error(&link))?;
-        fs::rename(&link, dir.join(framing.previous)).map_err(io_error(&link))?;
+        let kept = fs::rename(&link, &previous).map_err(io_error(&link));
+        let _ = fs::remove_file(&link);
+        kept?;
     }
     fs::rename(&temporary, &path).map_err(io_error(&path))?;
     // Make the renames themselves durable.
@@ -555,58 +606,187 @@ fn write<T: Serialize>(dir: &Path, framing: &Framing, value: &T) -> Result<u64, 
 /// Keeps other runs out of a state directory while this run uses it; released
 /// on drop.
 ///
-/// The lock is a file `DIR/lock` holding the owner's process id. A lock left
-/// by a process that no longer runs (a killed run) is taken over.
+/// The lock is a file `DIR/lock` holding the owner's process id. It appears
+/// with the id already in it: the id is written and synced to a private file
+/// `DIR/.lock.tmp-ID` first, which is then hard-linked to `DIR/lock` (a link
+/// fails if the name exists, so one taker wins). A lock left by a process
+/// that no longer runs (a killed run) is taken over; so is an empty one,
+/// which no run writes.
+///
+/// Taking over a lock is a race of its own: two takers may both find the
+/// same dead owner, and the second must not remove the lock the first has
+/// just taken. So a stale lock is only removed by the taker that creates
+/// `DIR/.lock.claim-INODE` for it, after checking that `DIR/lock` is still
+/// that file with that owner; the others wait for the claim to go, then
+/// try again.
 #[derive(Debug)]
 pub struct Lock(PathBuf);
 
+/// How often a taker tries to link its lock before giving up; it only
+/// tries again after a stale lock was removed or while another taker
+/// removes one.
+const LOCK_ATTEMPTS: usize = 1000;
+
 impl Lock {
-    /// Takes the lock of `dir`.
+    /// Takes the lock of `dir`, then removes the temporary files killed runs
+    /// left there (see [`remove_temporaries`]).
     ///
     /// # Errors
     /// When another running process holds it, or it cannot be written.
     pub fn take(dir: &Path) -> Result<Lock, String> {
-        let path = dir.join("lock");
         let mine = std::process::id().to_string();
-        for _ in 0..2 {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    file.write_all(mine.as_bytes())
-                        .map_err(|err| err.to_string())?;
-                    return Ok(Lock(path));
+        let lock = Lock::take_as(dir, &mine, |owner| owner != mine && is_running(owner))?;
+        remove_temporaries(dir);
+        Ok(lock)
+    }
+
+    /// Takes the lock of `dir` for `owner`, treating a lock as held when
+    /// `alive` says its owner is.
+    fn take_as(dir: &Path, owner: &str, alive: impl Fn(&str) -> bool) -> Result<Lock, String> {
+        let path = dir.join("lock");
+        let failed = |err: io::Error| format!("--state {}: {err}", dir.display());
+        let temporary = dir.join(format!(".lock.tmp-{owner}"));
+        write_synced(&temporary, owner.as_bytes()).map_err(failed)?;
+        let taken = (|| {
+            for _ in 0..LOCK_ATTEMPTS {
+                match fs::hard_link(&temporary, &path) {
+                    Ok(()) => return Ok(Lock(path.clone())),
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(err) => return Err(failed(err)),
                 }
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                    let owner = fs::read_to_string(&path).unwrap_or_default();
-                    let owner = owner.trim();
-                    let alive = !owner.is_empty() && Path::new("/proc").join(owner).exists();
-                    if alive && owner != mine {
-                        return Err(format!(
-                            "--state {}: another run (process {owner}) is using it; wait for it \
-                             to end, or remove {} if that process is not a deltarec run",
-                            dir.display(),
-                            path.display()
-                        ));
-                    }
-                    let _ = fs::remove_file(&path);
+                let (identity, holder) = match read_owner(&path) {
+                    Ok(found) => found,
+                    // Released since: try again.
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(failed(err)),
+                };
+                if alive(&holder) {
+                    return Err(format!(
+                        "--state {}: another run (process {holder}) is using it; wait for it \
+                         to end, or remove {} if that process is not a deltarec run",
+                        dir.display(),
+                        path.display()
+                    ));
                 }
-                Err(err) => return Err(format!("--state {}: {err}", dir.display())),
+                take_over(dir, &temporary, identity, &holder, &alive)?;
             }
-        }
-        Err(format!(
-            "--state {}: cannot take {}",
-            dir.display(),
-            path.display()
-        ))
+            Err(format!(
+                "--state {}: cannot take {}",
+                dir.display(),
+                path.display()
+            ))
+        })();
+        let _ = fs::remove_file(&temporary);
+        taken
     }
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Whether the process `id` runs on this machine.
+fn is_running(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && Path::new("/proc").join(id).exists()
+}
+
+/// Writes `bytes` to a new file at `path` and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The (device, inode) of the lock file at `path` and the owner in it, both
+/// of the same file.
+fn read_owner(path: &Path) -> io::Result<((u64, u64), String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut file = File::open(path)?;
+    let metadata = file.metadata()?;
+    let mut owner = String::new();
+    file.read_to_string(&mut owner)?;
+    Ok(((metadata.dev(), metadata.ino()), owner.trim().to_string()))
+}
+
+/// Removes the lock of the dead `stale_owner`, file `stale`, unless another
+/// taker is doing so; `temporary` holds this taker's id. Returns when the
+/// caller should try to link its lock again.
+fn take_over(
+    dir: &Path,
+    temporary: &Path,
+    stale: (u64, u64),
+    stale_owner: &str,
+    alive: &impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    let path = dir.join("lock");
+    let claim = dir.join(format!(".lock.claim-{}", stale.1));
+    match fs::hard_link(temporary, &claim) {
+        Ok(()) => {
+            // NB: only the holder of the claim removes this lock, so it is
+            // still the stale one if its file and owner are unchanged.
+            if let Ok((identity, holder)) = read_owner(&path)
+                && identity == stale
+                && holder == stale_owner
+            {
+                let _ = fs::remove_file(&path);
+            }
+            let _ = fs::remove_file(&claim);
+            Ok(())
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            let claimant = match fs::read_to_string(&claim) {
+                Ok(claimant) => claimant.trim().to_string(),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(err) => return Err(format!("--state {}: {err}", dir.display())),
+            };
+            if !alive(&claimant) && claim.exists() {
+                return Err(format!(
+                    "--state {}: a run (process {claimant}) was killed while taking over the \
+                     lock of a killed run; remove {} and {} if no deltarec run uses the \
+                     directory",
+                    dir.display(),
+                    path.display(),
+                    claim.display()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            Ok(())
+        }
+        Err(err) => Err(format!("--state {}: {err}", dir.display())),
+    }
+}
+
+/// Removes the temporary files that killed runs left in the state directory
+/// `dir`: a file being written (`.state.bin.tmp-ID`, `.checkpoint.bin.tmp-ID`,
+/// which can be tens of MB), a link to the previous version
+/// (`.state.prev.bin.tmp-ID`, `.checkpoint.prev.bin.tmp-ID`), a lock being
+/// taken (`.lock.tmp-ID`, `.lock.claim-INODE`).
+///
+/// Only files of this process or of processes that no longer run are
+/// removed: called with the lock held, no other run writes in `dir`, but
+/// another may be trying to take the lock. Files that cannot be removed are
+/// left.
+pub fn remove_temporaries(dir: &Path) {
+    let mine = std::process::id().to_string();
+    let stale = |owner: &str| owner == mine || !is_running(owner);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = if name.starts_with(".lock.claim-") {
+            fs::read_to_string(entry.path()).unwrap_or_default()
+        } else {
+            match name.rsplit_once(".tmp-") {
+                Some((_, owner)) if name.starts_with('.') => owner.to_string(),
+                _ => continue,
+            }
+        };
+        if stale(owner.trim()) {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -740,6 +920,167 @@ mod tests {
         fs::write(dir.join("lock"), "1").unwrap();
         let refused = Lock::take(&dir).unwrap_err();
         assert!(refused.contains("another run (process 1)"), "{refused}");
+    }
+
+    /// The names in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Races `takers` threads, each its own owner, for the lock of `dir`;
+    /// owners named `dead` do not run. Returns the owners that won.
+    fn race_for_lock(dir: &Path, takers: usize) -> Vec<String> {
+        let barrier = std::sync::Barrier::new(takers);
+        let results: Vec<(String, Result<Lock, String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..takers)
+                .map(|taker| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        let owner = format!("taker{taker}");
+                        barrier.wait();
+                        let taken = Lock::take_as(dir, &owner, |other| {
+                            other != owner && other.starts_with("taker")
+                        });
+                        (owner, taken)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap())
+                .collect()
+        });
+        for (_, taken) in &results {
+            if let Err(refused) = taken {
+                assert!(refused.contains("another run (process taker"), "{refused}");
+            }
+        }
+        let winners: Vec<String> = results
+            .iter()
+            .filter(|(_, taken)| taken.is_ok())
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        if let [winner] = &winners[..] {
+            assert_eq!(&fs::read_to_string(dir.join("lock")).unwrap(), winner);
+            // Every loser cleaned up after itself; the winner's lock is all
+            // that is left.
+            assert_eq!(names_in(dir), ["lock"]);
+        }
+        winners
+    }
+
+    #[test]
+    fn racing_takers_of_a_free_or_stale_lock_have_one_winner() {
+        let dir = temp_dir("lock-race");
+        for round in 0..60 {
+            fs::create_dir_all(&dir).unwrap();
+            // A free lock, the lock of a dead owner, an empty lock.
+            match round % 3 {
+                0 => {}
+                1 => fs::write(dir.join("lock"), "dead").unwrap(),
+                _ => fs::write(dir.join("lock"), "").unwrap(),
+            }
+            let winners = race_for_lock(&dir, 8);
+            assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+            assert!(names_in(&dir).is_empty(), "released on drop");
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_taken_lock_is_released_on_drop_and_a_killed_takeover_is_named() {
+        let dir = temp_dir("lock-claim");
+        fs::create_dir_all(&dir).unwrap();
+        let alive = |owner: &str| owner == "live";
+        drop(Lock::take_as(&dir, "first", alive).unwrap());
+        assert!(names_in(&dir).is_empty());
+
+        // A taker killed while removing a dead owner's lock leaves its claim.
+        fs::write(dir.join("lock"), "dead").unwrap();
+        let (_, inode) = read_owner(&dir.join("lock")).unwrap().0;
+        fs::write(dir.join(format!(".lock.claim-{inode}")), "killed").unwrap();
+        let refused = Lock::take_as(&dir, "second", alive).unwrap_err();
+        assert!(refused.contains("process killed) was killed"), "{refused}");
+        assert!(!dir.join(".lock.tmp-second").exists());
+    }
+
+    #[test]
+    fn temporaries_of_dead_processes_and_of_this_one_are_removed() {
+        let dir = temp_dir("temporaries");
+        fs::create_dir_all(&dir).unwrap();
+        let mine = std::process::id();
+        let removed = [
+            ".state.bin.tmp-999999999".to_string(),
+            ".checkpoint.prev.bin.tmp-999999999".to_string(),
+            format!(".checkpoint.bin.tmp-{mine}"),
+            ".lock.tmp-999999999".to_string(),
+            ".lock.claim-12345".to_string(),
+        ];
+        // Process 1 always runs; files without the leading dot are not ours.
+        let kept = [".lock.tmp-1", "notes.tmp-999999999", "state.bin"];
+        for name in removed.iter().map(String::as_str).chain(kept) {
+            fs::write(dir.join(name), "999999999").unwrap();
+        }
+        remove_temporaries(&dir);
+        let mut expected = kept.to_vec();
+        expected.sort();
+        assert_eq!(names_in(&dir), expected);
+
+        // Taking the lock clears them too.
+        fs::write(dir.join(".state.bin.tmp-999999999"), "x").unwrap();
+        let lock = Lock::take(&dir).unwrap();
+        assert!(!dir.join(".state.bin.tmp-999999999").exists());
+        drop(lock);
+    }
+
+    #[test]
+    fn a_previous_file_linked_to_the_current_one_is_not_offered_and_is_undone() {
+        let dir = temp_dir("same-inode");
+        save(&dir, &sample_state()).unwrap();
+        save(&dir, &sample_state()).unwrap();
+        // What a run killed between the two renames of `write` leaves.
+        fs::remove_file(previous_path(&dir)).unwrap();
+        fs::hard_link(state_path(&dir), previous_path(&dir)).unwrap();
+        let good = fs::read(state_path(&dir)).unwrap();
+
+        // Damaged in place, both names show the damage: neither is offered.
+        fs::write(state_path(&dir), &good[..good.len() - 3]).unwrap();
+        let error = load(&dir).unwrap_err().to_string();
+        assert!(error.contains("no intact previous state"), "{error}");
+        assert!(!error.contains("to resume from it"), "{error}");
+        fs::write(state_path(&dir), &good).unwrap();
+
+        // The next save leaves two distinct files and nothing else.
+        save(&dir, &sample_state()).unwrap();
+        assert!(!same_file(&state_path(&dir), &previous_path(&dir)));
+        assert_eq!(names_in(&dir), ["state.bin", "state.prev.bin"]);
+        assert!(load(&dir).unwrap().is_some());
+
+        // The same for a checkpoint.
+        let checkpoint = Checkpoint {
+            run: 1,
+            described: "a run".into(),
+            first_open: 17_501,
+            state: sample_state(),
+            epochs: Vec::new(),
+            scores: Vec::new(),
+            examples: Vec::new(),
+        };
+        save_checkpoint(&dir, &checkpoint).unwrap();
+        let previous = dir.join(CHECKPOINT.previous);
+        fs::hard_link(checkpoint_path(&dir), &previous).unwrap();
+        fs::write(checkpoint_path(&dir), b"DELTAREC").unwrap();
+        let error = load_checkpoint(&dir).unwrap_err().to_string();
+        assert!(error.contains("no intact previous checkpoint"), "{error}");
+        save_checkpoint(&dir, &checkpoint).unwrap();
+        assert!(!same_file(&checkpoint_path(&dir), &previous));
+        assert!(!names_in(&dir).iter().any(|name| name.contains(".tmp-")));
+        assert!(load_checkpoint(&dir).unwrap().is_some());
     }
 
     #[test]
