@@ -124,8 +124,10 @@ impl Hello {
         }
         if peer.job != self.job {
             return Some(
-                "runs a different job: its run flags or input files differ from this process's; \
-                 give every process the same flags and identical input files"
+                "runs a different job: its run flags, its input files, or the state or \
+                 checkpoint it resumes from (--state) differ from this process's; give every \
+                 process the same flags, identical input files and the same state directory \
+                 content (checkpoint.bin included)"
                     .into(),
             );
         }

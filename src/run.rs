@@ -63,7 +63,7 @@ pub enum RunError {
 pub fn run(config: &RunConfig) -> Result<Option<Summary>, RunError> {
     let started = Instant::now();
 
-    // Inputs: the named paths, or the embedded sample written to a private file.
+    // Inputs: the named paths, or the embedded sample written to a file.
     let default_copy = config
         .events
         .is_empty()
@@ -73,7 +73,17 @@ pub fn run(config: &RunConfig) -> Result<Option<Summary>, RunError> {
         Some(path) => (vec![path.clone()], vec![DEFAULT_NAME.to_string()]),
         None => {
             let paths = ingest::expand_paths(&config.events)
-                .map_err(|err| RunError::Input(format!("--events: {err}")))?;
+                .map_err(|err| RunError::Usage(format!("--events: {err}")))?;
+            let mut seen = std::collections::HashSet::new();
+            for path in &paths {
+                let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                if !seen.insert(canonical) {
+                    return Err(RunError::Usage(format!(
+                        "--events: {} is named twice; name each input once",
+                        path.display()
+                    )));
+                }
+            }
             if paths.is_empty() {
                 return Err(RunError::Input(
                     "--events: the directories given hold no files; name a log file".into(),
@@ -87,11 +97,7 @@ pub fn run(config: &RunConfig) -> Result<Option<Summary>, RunError> {
         }
     };
 
-    let result = run_on(config, &paths, names, started);
-    if let Some(path) = default_copy {
-        let _ = std::fs::remove_file(path);
-    }
-    result
+    run_on(config, &paths, names, started)
 }
 
 fn run_on(
@@ -717,15 +723,24 @@ fn fnv1a(text: &str) -> u64 {
 
 /// Writes the embedded sample to a private temporary file and returns its path.
 fn write_default_events() -> Result<PathBuf, RunError> {
+    // NB: one file per content, kept: runs share it, and a killed run
+    // leaves nothing behind.
     let path = std::env::temp_dir().join(format!(
-        "deltarec-default-events-{}.csv",
-        std::process::id()
+        "deltarec-default-events-{:08x}.csv",
+        crc32fast::hash(DEFAULT_EVENTS)
     ));
-    std::fs::write(&path, DEFAULT_EVENTS).map_err(|err| {
-        RunError::Input(format!(
-            "cannot write the embedded sample to {}: {err}",
-            path.display()
-        ))
-    })?;
+    if std::fs::read(&path).is_ok_and(|bytes| bytes == DEFAULT_EVENTS) {
+        return Ok(path);
+    }
+    let temporary = path.with_extension(format!("csv.tmp-{}", std::process::id()));
+    std::fs::write(&temporary, DEFAULT_EVENTS)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|err| {
+            let _ = std::fs::remove_file(&temporary);
+            RunError::Input(format!(
+                "cannot write the embedded sample to {}: {err}",
+                path.display()
+            ))
+        })?;
     Ok(path)
 }
