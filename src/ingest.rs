@@ -184,6 +184,15 @@ impl InputFile {
             offset += got as u64;
             let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
+            // A line break is `\n`: a file whose lines end in a bare `\r`
+            // would read as one line, so its rows would vanish into it.
+            if lines.is_empty() && text.iter().filter(|&&byte| byte == b'\r').count() >= 2 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "its first line holds several bare carriage returns, as if its lines \
+                     ended in \\r alone; convert them to \\n (tr '\\r' '\\n')",
+                ));
+            }
             if !text.is_empty() {
                 let mut record = ByteRecord::new();
                 parser.parse(text, &mut record);
@@ -473,6 +482,19 @@ mod tests {
         }
         assert_eq!(previous_end, input.len);
         rows
+    }
+
+    #[test]
+    fn a_file_with_bare_carriage_return_line_ends_is_refused() {
+        let path = temp_file("cr.csv", b"a,b\r1,2\r3,4\r");
+        let error = InputFile::open(0, &path, b',', true).err().unwrap();
+        assert!(
+            error.to_string().contains("bare carriage returns"),
+            "{error}"
+        );
+        // One bare CR inside a field is content, not a line break.
+        let path = temp_file("one-cr.csv", b"a,b\n1,x\ry\n");
+        assert_eq!(read_all(&path, true, 1).len(), 1);
     }
 
     #[test]
