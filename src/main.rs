@@ -10,7 +10,10 @@ use deltarec::run::RunError;
 use deltarec::spec::Spec;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return flag_error(&error),
+    };
     match cli.command {
         Command::Specs => {
             let text: String = Spec::builtin()
@@ -61,6 +64,29 @@ fn main() -> ExitCode {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Help and version go out as clap writes them; a bad flag or value gets one
+/// line, and exit status 2.
+fn flag_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("deltarec: {first}; see deltarec --help (or deltarec run --help)");
+            ExitCode::from(2)
         }
     }
 }
