@@ -303,6 +303,11 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         rows: 0,
     };
     let checkpoints = plan.checkpoints.as_deref().filter(|_| index == 0);
+    let first_open = plan
+        .resume
+        .as_ref()
+        .and_then(|state| state.last_epoch)
+        .map_or(0, |epoch| epoch + 1);
     let checkpoint = || {
         if index != 0 {
             return;
@@ -316,8 +321,13 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
                 plan.keep_open.is_some(),
             );
         }
-        if plan.keep_open.is_some() {
-            compact(&report.borrow(), &mut gathered.borrow_mut());
+        if let Some(lateness) = plan.keep_open {
+            compact(
+                &report.borrow(),
+                &mut gathered.borrow_mut(),
+                first_open,
+                lateness,
+            );
         }
     };
     for (file, binding) in plan.files.iter().zip(&plan.bindings) {
@@ -479,17 +489,28 @@ fn ending(
 
 /// Worker 0, with epochs kept open at the end: settles the aggregates that
 /// neither a checkpoint nor the final state can need at an earlier time.
-fn compact(report: &TrainerReport, gathered: &mut Gathered) {
-    let oldest = report
+///
+/// The final state needs them as of its last closed epoch: no earlier than
+/// the end of the oldest kept snapshot once that one lies `lateness + 1`
+/// epochs behind an accepted row, and never earlier than the state the run
+/// started from.
+fn compact(report: &TrainerReport, gathered: &mut Gathered, first_open: u64, lateness: u64) {
+    let needed = report
+        .recent
+        .front()
+        .filter(|front| {
+            report
+                .newest_accepted
+                .is_some_and(|newest| front.epoch.saturating_add(lateness + 1) <= newest)
+        })
+        .map_or(epoch_time(first_open), |front| {
+            epoch_time(front.epoch + 1).max(epoch_time(first_open))
+        });
+    let checkpoint = report
         .snapshots
         .first()
-        .into_iter()
-        .chain(report.recent.front())
-        .map(|snapshot| snapshot.epoch)
-        .min();
-    if let Some(epoch) = oldest {
-        gathered.settle_through(epoch_time(epoch + 1));
-    }
+        .map(|snapshot| epoch_time(snapshot.epoch + 1));
+    gathered.settle_through(checkpoint.map_or(needed, |checkpoint| checkpoint.min(needed)));
 }
 
 /// The aggregates gathered at worker 0.

@@ -142,6 +142,9 @@ pub struct TrainerReport {
     /// epochs, oldest first, from the newest one at least `keep_recent + 1`
     /// epochs behind the last trained epoch.
     pub recent: VecDeque<Snapshot>,
+    /// Worker 0 only: the newest epoch trained by this run that had an
+    /// accepted row (an epoch of rejected rows alone closes nothing).
+    pub newest_accepted: Option<u64>,
     /// Epochs trained by this run.
     pub trained: u64,
 }
@@ -181,6 +184,7 @@ impl TrainerReport {
             error: None,
             snapshots: Vec::new(),
             recent: VecDeque::new(),
+            newest_accepted: None,
             trained: 0,
         })
     }
@@ -572,7 +576,13 @@ fn take_snapshots(report: &mut TrainerReport, options: &TrainerOptions) {
     if !due && options.keep_recent.is_none() {
         return;
     }
-    let epoch = report.epochs.last().map_or(0, |last| last.epoch);
+    let Some(last) = report.epochs.last() else {
+        return;
+    };
+    let epoch = last.epoch;
+    if last.rows > last.rejected {
+        report.newest_accepted = report.newest_accepted.max(Some(epoch));
+    }
     let snapshot = Snapshot {
         epoch,
         model: report.model.clone(),
@@ -583,15 +593,17 @@ fn take_snapshots(report: &mut TrainerReport, options: &TrainerOptions) {
     if let Some(lateness) = options.keep_recent {
         report.recent.push_back(snapshot.clone());
         // The state at the end needs the newest snapshot at least
-        // `lateness + 1` epochs behind the newest row, which is no older
-        // than this epoch: a snapshot followed by one that far behind this
-        // epoch is never needed.
-        while report
-            .recent
-            .get(1)
-            .is_some_and(|next| next.epoch.saturating_add(lateness + 1) <= epoch)
-        {
-            report.recent.pop_front();
+        // `lateness + 1` epochs behind the newest accepted row, which is no
+        // older than `newest_accepted`: a snapshot followed by one that far
+        // behind it is never needed.
+        if let Some(newest) = report.newest_accepted {
+            while report
+                .recent
+                .get(1)
+                .is_some_and(|next| next.epoch.saturating_add(lateness + 1) <= newest)
+            {
+                report.recent.pop_front();
+            }
         }
     }
     if due {

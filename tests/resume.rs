@@ -609,3 +609,26 @@ fn a_finished_run_rerun_does_nothing_and_an_edited_spec_file_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn logs_that_close_no_epoch_or_end_in_a_rejected_future_row_chain_exactly() {
+    // A first log too short to close an epoch, an empty one, and a log
+    // ending in a malformed row dated decades ahead (it must close nothing).
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = GenOpts::days(10);
+    opts.order = Order::Bounded(1);
+    let text = generate(61, Format::RetailRocket, &opts);
+    let rows = text.lines().count();
+    let mut parts = split_rows(&text, Format::RetailRocket, &[5, 5, rows / 2]);
+    parts[2].push_str("1999999999000,5,bogus,7,\n");
+    let files = write_parts(dir.path(), "short", &parts);
+    for (workers, lateness) in [("1", "0"), ("2", "1")] {
+        check_chain_with(
+            &files,
+            "retailrocket",
+            DAY_MS,
+            workers,
+            &["--lateness", lateness],
+        );
+    }
+}
