@@ -24,7 +24,7 @@ use timely::worker::Worker;
 use crate::clean::Binding;
 use crate::event::{Event, Reason};
 use crate::features::{
-    self, Aggregate, Cleaned, Coll, Example, FeatureOptions, Restored, Time, epoch_time,
+    self, Aggregate, Cleaned, Coll, Example, FeatureOptions, Restored, Time, epoch_of, epoch_time,
 };
 use crate::ingest::{InputFile, ShareReader};
 use crate::state::State;
@@ -256,7 +256,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
         // The open epochs' rows and counts, as if read again.
         let bucket = plan.features.bucket_ms;
         for event in state.open_events.iter().skip(index).step_by(peers) {
-            events_in.update_at(*event, epoch_time((event.ts / bucket) as u64), 1);
+            events_in.update_at(*event, epoch_time(epoch_of(event.ts, bucket)), 1);
         }
         if index == 0 {
             for &(epoch, rows, rejected) in &state.open_tallies {
@@ -400,7 +400,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
     let mut gathered = gathered.borrow_mut();
     let ending = plan.keep_open.map(|lateness| {
         let tails = std::mem::take(&mut *tails.borrow_mut());
-        ending(&plan, &report, &mut gathered, tails, lateness)
+        ending(&plan, &report, &gathered, tails, lateness)
     });
     gathered.settle_through(Time::MAX);
     let mut aggregates: Vec<Aggregate> = gathered
@@ -423,7 +423,7 @@ pub fn run_worker(worker: &mut Worker, plan: Arc<Plan>) -> Result<Option<Results
 fn ending(
     plan: &Plan,
     report: &TrainerReport,
-    gathered: &mut Gathered,
+    gathered: &Gathered,
     tails: Vec<Event>,
     lateness: u64,
 ) -> Ending {
@@ -457,11 +457,10 @@ fn ending(
                 .expect("the options were checked when the run started")
                 .model
         });
-    gathered.settle_through(epoch_time(first_open));
-    let pairs = gathered.pairs();
+    let pairs = gathered.pairs_through(epoch_time(first_open));
 
     let bucket = plan.features.bucket_ms;
-    let open = |event: &Event| (event.ts / bucket) as u64 >= first_open;
+    let open = |event: &Event| epoch_of(event.ts, bucket) >= first_open;
     let saved = resumed
         .map(|state| state.open_events.as_slice())
         .unwrap_or_default();
@@ -555,50 +554,29 @@ impl Gathered {
         }
     }
 
-    /// The pairs among the settled aggregates, sorted.
-    fn pairs(&self) -> Vec<(u64, u64, [u64; 5])> {
-        let mut pairs: Vec<_> = self
-            .settled
-            .iter()
-            .filter(|(_, diff)| **diff > 0)
-            .filter_map(|(aggregate, _)| match aggregate {
-                Aggregate::Pair(user, item, counts) => Some((*user, *item, *counts)),
-                _ => None,
-            })
-            .collect();
-        pairs.sort_unstable();
-        pairs
-    }
-
-    /// The pairs as of `time`, leaving the later updates pending.
+    /// The pairs as of `time` (the settled ones and the pending updates up
+    /// to it), sorted; the later updates stay pending.
     fn pairs_through(&self, time: Time) -> Vec<(u64, u64, [u64; 5])> {
         let mut changes: HashMap<Aggregate, isize> = HashMap::new();
         for updates in self.pending.range(..=time).map(|(_, updates)| updates) {
             for (aggregate, diff) in updates {
-                if matches!(aggregate, Aggregate::Pair(..)) {
+                if aggregate.pair().is_some() {
                     *changes.entry(*aggregate).or_insert(0) += diff;
                 }
             }
         }
-        let mut present: Vec<Aggregate> = self
+        let mut pairs: Vec<_> = self
             .settled
             .iter()
             .filter(|(aggregate, diff)| **diff + changes.remove(*aggregate).unwrap_or(0) > 0)
-            .map(|(aggregate, _)| *aggregate)
+            .filter_map(|(aggregate, _)| aggregate.pair())
             .collect();
-        present.extend(
+        pairs.extend(
             changes
                 .into_iter()
                 .filter(|(_, diff)| *diff > 0)
-                .map(|(aggregate, _)| aggregate),
+                .filter_map(|(aggregate, _)| aggregate.pair()),
         );
-        let mut pairs: Vec<_> = present
-            .into_iter()
-            .filter_map(|aggregate| match aggregate {
-                Aggregate::Pair(user, item, counts) => Some((user, item, counts)),
-                _ => None,
-            })
-            .collect();
         pairs.sort_unstable();
         pairs
     }
@@ -633,15 +611,13 @@ fn take_checkpoint(
         .drain(..=newest)
         .next_back()
         .expect("the position is in range");
-    // NB: when the final state keeps epochs open, it needs the aggregates as
-    // of an epoch that may be older than this one: nothing is settled here.
+    // NB: when the final state keeps epochs open, it may need the aggregates
+    // as of an older epoch than this one: only without it are they settled.
     let through = epoch_time(snapshot.epoch + 1);
-    let pairs = if keep_open {
-        gathered.pairs_through(through)
-    } else {
+    let pairs = gathered.pairs_through(through);
+    if !keep_open {
         gathered.settle_through(through);
-        gathered.pairs()
-    };
+    }
     let data = CheckpointData {
         epoch: snapshot.epoch,
         model: &snapshot.model,
@@ -697,7 +673,7 @@ impl Feed {
         match binding.parse(row.record) {
             Ok(parsed) => {
                 let event = parsed.event;
-                let epoch = (event.ts / self.bucket) as u64;
+                let epoch = epoch_of(event.ts, self.bucket);
                 if epoch_time(epoch) < floor {
                     self.rejects.update_at(reject(Reason::Late), at, 1);
                     return;
@@ -724,7 +700,7 @@ impl Feed {
             Err(reason) => {
                 // A rejected row with a valid time still counts in its open epoch.
                 if let Some(ts) = binding.timestamp(row.record) {
-                    let epoch = (ts / self.bucket) as u64;
+                    let epoch = epoch_of(ts, self.bucket);
                     if epoch_time(epoch) >= floor && !skipped(epoch) {
                         self.count(epoch, &[TallyKind::Rows, TallyKind::Rejected]);
                     }

@@ -51,6 +51,12 @@ pub fn epoch_time(epoch: u64) -> Time {
     epoch << ROUND_BITS
 }
 
+/// The epoch of an event at `ts` (ms since 1970, never negative) with
+/// epochs `bucket_ms` wide.
+pub fn epoch_of(ts: i64, bucket_ms: i64) -> u64 {
+    (ts / bucket_ms) as u64
+}
+
 /// The epoch a dataflow time belongs to.
 pub fn time_epoch(time: Time) -> u64 {
     time >> ROUND_BITS
@@ -162,7 +168,7 @@ pub fn build<'scope>(
     options: FeatureOptions,
 ) -> FeatureStreams<'scope> {
     let bucket = options.bucket_ms;
-    let epoch_of = move |ts: i64| (ts / bucket) as u64;
+    let epoch_of = move |ts: i64| epoch_of(ts, bucket);
 
     // Per-epoch view of the rows: each row is retracted one epoch after it enters.
     // Deduplicate and exclude bots, per user and epoch: each clean event and
@@ -307,7 +313,7 @@ fn clean_epoch(mut rows: Vec<Event>, bucket: i64, threshold: u64) -> Vec<(u64, C
         let user = user_rows[0].user;
         let distinct = user_rows.len() as u64;
         if threshold > 0 && distinct > threshold {
-            let epoch = (user_rows[0].ts / bucket) as u64;
+            let epoch = epoch_of(user_rows[0].ts, bucket);
             cleaned.push((
                 user,
                 Cleaned::Bot {
@@ -394,6 +400,16 @@ enum ItemIn {
         user_feat: [u64; 4],
         pair: [u64; 2],
     },
+}
+
+impl Aggregate {
+    /// A pair's `(user, item, counts)`; `None` for a user or an item.
+    pub fn pair(&self) -> Option<(u64, u64, [u64; 5])> {
+        match *self {
+            Aggregate::Pair(user, item, counts) => Some((user, item, counts)),
+            _ => None,
+        }
+    }
 }
 
 /// Output values of the item reduce.

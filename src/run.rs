@@ -12,7 +12,7 @@ use timely::communication::allocator::AllocatorBuilder;
 use crate::cli::RunConfig;
 use crate::cluster::{self, Failure, Hello};
 use crate::dataflow::{self, CheckpointData, CheckpointSink, Plan, Restart, Results};
-use crate::features::{Aggregate, FeatureOptions};
+use crate::features::{Aggregate, FeatureOptions, epoch_of};
 use crate::ingest::{self, InputFile};
 use crate::report::{self, RunFacts, Summary};
 use crate::restore::{self, Touched};
@@ -158,7 +158,7 @@ fn run_on(
     };
     // An unfinished run's checkpoint, if this is that run again; or the
     // state the last finished run saved.
-    let key = run_key(config, &spec, &fingerprints);
+    let key = run_key(config, &fixed, &fingerprints);
     let identity = fnv1a(&format!(
         "{key} {:?}",
         config.state.as_deref().and_then(state::state_checksum)
@@ -271,7 +271,7 @@ fn run_on(
         keep_open,
     });
 
-    let job = job_fingerprint(config, &spec, &plan);
+    let job = job_fingerprint(key, config, &plan);
     // Fail before the work, not after it, on an output that cannot be written.
     if config.process == 0 {
         report::prepare_dir(&config.out, "--out").map_err(RunError::Usage)?;
@@ -292,10 +292,7 @@ fn run_on(
     let fresh_pairs: Vec<_> = results
         .aggregates
         .iter()
-        .filter_map(|aggregate| match aggregate {
-            Aggregate::Pair(user, item, counts) => Some((*user, *item, *counts)),
-            _ => None,
-        })
+        .filter_map(Aggregate::pair)
         .collect();
     if let (Some(saved), true) = (&resume, config.emit_features) {
         results.aggregates = restore::overlay(&saved.pairs, &results.aggregates);
@@ -435,7 +432,7 @@ fn checkpoint_sink(
                 saved
                     .open_events
                     .iter()
-                    .filter(|event| later((event.ts / bucket) as u64))
+                    .filter(|event| later(epoch_of(event.ts, bucket)))
                     .copied()
                     .collect(),
                 saved
@@ -485,24 +482,15 @@ fn checkpoint_sink(
 /// Identifies a run by what shapes its results: the same inputs with the
 /// same options and worker count. (A checkpoint also needs the same state
 /// to start from.)
-fn run_key(config: &RunConfig, spec: &Spec, fingerprints: &[Fingerprint]) -> u64 {
-    let spec_text = std::fs::read(spec.origin()).unwrap_or_default();
+fn run_key(config: &RunConfig, fixed: &FixedOptions, fingerprints: &[Fingerprint]) -> u64 {
     let files: Vec<(u64, u32)> = fingerprints
         .iter()
         .map(|fingerprint| (fingerprint.len, fingerprint.crc))
         .collect();
     fnv1a(&format!(
-        "{} {} {} {:?} {} {} {:?} {:?} {} {:?}",
-        spec.name(),
-        crc32fast::hash(&spec_text),
-        config.bucket_ms,
-        config.lateness,
-        config.bot_threshold,
+        "{fixed:?} {} {} {files:?}",
         config.emit_examples,
-        config.scaler,
-        config.optimizer,
         config.workers * config.processes,
-        files,
     ))
 }
 
@@ -670,18 +658,11 @@ fn allocators(
         .map_err(|err| RunError::Cluster(format!("cannot start timely's network threads: {err}")))
 }
 
-/// A fingerprint of what every process of a job must share: the flags that
-/// shape the dataflow and its results, the spec, and the size of each input
-/// (paths may differ between machines; contents must not). FNV-1a, 64 bits.
-fn job_fingerprint(config: &RunConfig, spec: &Spec, plan: &Plan) -> u64 {
-    let files: Vec<(u64, u64)> = plan
-        .files
-        .iter()
-        .map(|file| (file.len, file.data_start))
-        .collect();
-    // A spec file's content, not just its name; and the saved state each
-    // process resumes from (every process must start from the same one).
-    let spec_text = std::fs::read(spec.origin()).unwrap_or_default();
+/// A fingerprint of what every process of a job must share: the run (its
+/// options and input contents, see [`run_key`]; paths may differ between
+/// machines), what it writes, and the saved state or checkpoint it resumes
+/// from (every process must start from the same one). FNV-1a, 64 bits.
+fn job_fingerprint(key: u64, config: &RunConfig, plan: &Plan) -> u64 {
     let resumed = plan.resume.as_ref().map(|state| {
         let pairs = state.pairs.iter().fold(0u64, |hash, (user, item, counts)| {
             let mixed = user ^ item.rotate_left(21) ^ counts.iter().sum::<u64>().rotate_left(42);
@@ -693,25 +674,14 @@ fn job_fingerprint(config: &RunConfig, spec: &Spec, plan: &Plan) -> u64 {
             state.pairs.len(),
             pairs,
             state.files.len(),
+            state.open_events.len(),
         )
     });
     let restart = plan.restart.as_ref().map(|restart| restart.first_open);
-    let text = format!(
-        "{} {} {:?} {:?} {} {:?} {} {} {} {:?} {:?} {:?}",
-        spec.name(),
-        crc32fast::hash(&spec_text),
-        resumed,
-        restart,
-        config.bucket_ms,
-        config.lateness,
-        config.bot_threshold,
-        config.emit_examples,
-        config.emit_features,
-        config.scaler,
-        config.optimizer,
-        files,
-    );
-    fnv1a(&text)
+    fnv1a(&format!(
+        "{key} {} {resumed:?} {restart:?}",
+        config.emit_features
+    ))
 }
 
 /// FNV-1a, 64 bits.
